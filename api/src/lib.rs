@@ -1,0 +1,16 @@
+//! The payments api: records a payment in Postgres and hands the charge to the worker through
+//! Redis, then lets the browser follow it.
+//!
+//! - [`startup`]: [`Application`](startup::Application) binds, builds the state and serves
+//!   until the caller's shutdown signal; [`router`](startup::router) for tests.
+//! - [`state`]: the one cloneable [`AppState`](state::AppState).
+//! - [`error`]: [`ApiError`](error::ApiError), the only error a handler returns, and the
+//!   `AppJson` extractor that puts rejected JSON into the same shape.
+//! - [`routes`]: thin handlers, one module per resource.
+//! - [`validate`]: the checks on a new payment request.
+
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod validate;

@@ -1,0 +1,4 @@
+//! Route handlers, one module per resource. Handlers are thin: parse, call `shared`, answer.
+
+pub mod health;
+pub mod transactions;

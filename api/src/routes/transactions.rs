@@ -1,0 +1,138 @@
+//! `POST /transactions` and `GET /transactions/{id}`.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use shared::models::{NewTransaction, Transaction, TxError, TxState};
+use shared::transactions::{self as txq, Inserted};
+use uuid::Uuid;
+
+use crate::error::{ApiError, AppJson};
+use crate::state::AppState;
+use crate::validate::{CreateTransaction, validate, validate_idempotency_key};
+
+/// A transaction as clients see it. Worker bookkeeping (leases, attempts, internal errors)
+/// stays inside; the client secret only while the browser needs it for 3-D Secure.
+#[derive(Debug, Serialize)]
+pub struct TransactionView {
+    pub id: Uuid,
+    pub state: TxState,
+    pub amount: i64,
+    pub currency: String,
+    pub email: String,
+    pub stripe_id: Option<String>,
+    pub error: Option<TxError>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+impl From<Transaction> for TransactionView {
+    fn from(t: Transaction) -> Self {
+        let state = t.tx_state();
+        Self {
+            id: t.id,
+            state,
+            amount: t.amount,
+            currency: t.currency.clone(),
+            email: t.email.clone(),
+            stripe_id: t.stripe_id.clone(),
+            error: t.error(),
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            client_secret: if state == TxState::RequiresAction { t.client_secret } else { None },
+        }
+    }
+}
+
+/// `None` without an `Authorization` header; `Some(true)` with the right merchant key; any
+/// other header is refused outright, with no hint of what was wrong.
+fn merchant_auth(state: &AppState, headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(false);
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    match &state.settings.merchant_api_key {
+        Some(key) if key.matches(token) => Ok(true),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            let s = v.to_str().map_err(|_| ApiError::validation("Idempotency-Key", "not ASCII"))?;
+            validate_idempotency_key(s).map(str::to_owned)
+        })
+        .transpose()
+}
+
+#[tracing::instrument(skip_all, fields(transaction_id))]
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<CreateTransaction>,
+) -> Result<Response, ApiError> {
+    let merchant = merchant_auth(&state, &headers)?;
+    let payment = validate(&body, &state.settings.prices, merchant)?;
+    let key = idempotency_key(&headers)?;
+    // Keys are scoped by caller, so a browser can never replay (or block) a merchant's key.
+    let scope = if merchant { "merchant" } else { "public" };
+    let request_key = key.map(|k| format!("{scope}:{k}"));
+    let fingerprint = request_key.as_ref().map(|_| {
+        let canonical = serde_json::to_vec(&(scope, &payment.email, &payment.payment_method, &payment.price, payment.amount, &payment.currency))
+            .unwrap_or_default();
+        hex::encode(Sha256::digest(canonical))
+    });
+
+    let id = Uuid::new_v4();
+    let new = NewTransaction {
+        id,
+        amount: payment.amount,
+        currency: payment.currency,
+        email: payment.email,
+        price: payment.price,
+        payment_method: payment.payment_method,
+        stripe_idempotency_key: NewTransaction::stripe_key_for(id),
+        request_key,
+        request_fingerprint: fingerprint.clone(),
+    };
+    let mut conn = state.db.get().await?;
+    let (row, replayed) = match txq::insert(&mut conn, &new).await? {
+        Inserted::Created(row) => (row, false),
+        Inserted::Existing(row) if row.request_fingerprint == fingerprint => (row, true),
+        Inserted::Existing(_) => return Err(ApiError::IdempotencyMismatch),
+    };
+    drop(conn);
+    tracing::Span::current().record("transaction_id", tracing::field::display(row.id));
+
+    if !replayed {
+        // The row is committed, so the payment is kept whatever Redis does now: if this push
+        // fails, the worker's sweeper finds the row and enqueues it (see docs/reliability.md).
+        if let Err(e) = state.queue.enqueue(row.id, None).await {
+            tracing::warn!(error = %e, "enqueue failed; the sweeper will pick the payment up");
+        }
+    }
+    let mut response = (StatusCode::ACCEPTED, AppJson(TransactionView::from(row))).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+#[tracing::instrument(skip_all, fields(transaction_id = %id))]
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<AppJson<TransactionView>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("transaction"))?;
+    let mut conn = state.db.get().await?;
+    let row = txq::find(&mut conn, id).await?.ok_or(ApiError::NotFound("transaction"))?;
+    Ok(AppJson(row.into()))
+}

@@ -1,0 +1,90 @@
+//! Builds the application from [`Settings`] and serves it until the caller says stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::{get, post};
+use shared::jobs::{ChargeQueue, redis_connection};
+use shared::settings::Settings;
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::routes::{health, transactions};
+use crate::state::AppState;
+
+/// Request bodies are small JSON documents; anything bigger is refused before it is read.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Binds `settings.api_addr` (port 0 picks a free port, which tests use) and connects
+    /// lazily: the api starts even while Postgres or Redis is down, and `/readyz` says so.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.api_addr).await?;
+        let state = build_state(settings)?;
+        Ok(Self { listener, router: router(state) })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+    let redis = redis_connection(&settings.redis_url)?;
+    Ok(AppState {
+        db: shared::db::pool(&settings.database_url, 16),
+        queue: ChargeQueue::new(redis.clone(), &settings.queue_namespace),
+        redis,
+        settings: Arc::new(settings),
+    })
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/transactions", post(transactions::create))
+        .route("/transactions/{id}", get(transactions::show))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A client that trickles its request in is cut off rather than pinning a connection.
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(15)))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            // Path and method only: headers carry the merchant key and must never be logged.
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+        }))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    tracing::debug!(path = %uri.path(), "no route");
+    ApiError::NotFound("route")
+}
+
+async fn method_not_allowed(method: Method) -> (StatusCode, axum::Json<serde_json::Value>) {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(serde_json::json!({
+            "error": { "code": "method_not_allowed", "message": format!("method {method} is not allowed here") }
+        })),
+    )
+}

@@ -1,0 +1,69 @@
+//! The async Postgres pool and the migrations embedded in both binaries.
+
+use std::time::Duration;
+
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::bb8::{Pool, PooledConnection, RunError};
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub type PgPool = Pool<AsyncPgConnection>;
+pub type PgConn<'a> = PooledConnection<'a, AsyncPgConnection>;
+pub type PoolError = RunError;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+
+/// Builds the pool without connecting: the services start (and answer `/readyz` with 503) while
+/// Postgres is down, and connections are made on demand once it is back.
+pub fn pool(database_url: &str, max_size: u32) -> PgPool {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    Pool::builder()
+        .max_size(max_size)
+        // A request must fail fast (503) rather than wait for a database that is gone.
+        .connection_timeout(Duration::from_secs(3))
+        // Connections broken by a Postgres restart are noticed and replaced.
+        .test_on_check_out(true)
+        .build_unchecked(manager)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("cannot connect to Postgres: {0}")]
+    Connect(String),
+    #[error("migration failed: {0}")]
+    Run(String),
+}
+
+async fn harness(database_url: &str) -> Result<AsyncMigrationHarness<AsyncPgConnection>, MigrationError> {
+    use diesel_async::AsyncConnection;
+    let conn = AsyncPgConnection::establish(database_url)
+        .await
+        .map_err(|e| MigrationError::Connect(e.to_string()))?;
+    Ok(AsyncMigrationHarness::new(conn))
+}
+
+/// Applies every pending migration; returns how many ran.
+pub async fn run_migrations(database_url: &str) -> Result<usize, MigrationError> {
+    let mut h = harness(database_url).await?;
+    // The harness blocks in place (tokio's multi-thread runtime required, which both binaries use).
+    let applied = h
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|e| MigrationError::Run(e.to_string()))?;
+    Ok(applied.len())
+}
+
+/// The migrations this build knows of that the database has not applied yet.
+pub async fn pending_migrations(database_url: &str) -> Result<Vec<String>, MigrationError> {
+    let mut h = harness(database_url).await?;
+    let pending = h
+        .pending_migrations(MIGRATIONS)
+        .map_err(|e| MigrationError::Run(e.to_string()))?;
+    Ok(pending.iter().map(|m| m.name().to_string()).collect())
+}
+
+/// Number of migrations compiled into this binary.
+pub fn known_migrations() -> usize {
+    MigrationSource::<Pg>::migrations(&MIGRATIONS).map_or(0, |m| m.len())
+}

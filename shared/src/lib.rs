@@ -1,0 +1,23 @@
+//! Everything the api and the worker agree on, and nothing that speaks HTTP.
+//!
+//! - [`schema`]: the Diesel schema of the `transactions` table.
+//! - [`models`]: the [`Transaction`](models::Transaction) row, its [`TxState`](models::TxState)
+//!   machine and the customer-facing error it carries.
+//! - [`transactions`]: every query on that table; each takes `&mut AsyncPgConnection`, so a
+//!   caller can pass a pooled connection or an open transaction.
+//! - [`db`]: the async Postgres pool and the embedded migrations.
+//! - [`jobs`]: the `StripeCharge` job payload, the queue's name and the producer side of it.
+//! - [`settings`]: configuration from the environment, shared by both binaries.
+//! - [`money`]: currencies and the price list.
+//! - [`secret`]: a string that never prints itself.
+//! - [`telemetry`]: tracing set-up.
+
+pub mod db;
+pub mod jobs;
+pub mod models;
+pub mod money;
+pub mod schema;
+pub mod secret;
+pub mod settings;
+pub mod telemetry;
+pub mod transactions;

@@ -1,0 +1,154 @@
+//! Configuration: typed defaults, overridden by environment variables, validated once at start.
+//! `.env.example` at the repository root documents every variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::money::Prices;
+use crate::secret::Secret;
+
+pub const DEFAULT_PRICES: &str = "basic=1000:usd,pro=2500:eur";
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: String,
+    pub redis_url: String,
+    /// Prefix of every Redis key this deployment uses.
+    pub queue_namespace: String,
+    pub api_addr: SocketAddr,
+    pub merchant_api_key: Option<Secret>,
+    pub prices: Prices,
+    pub stripe: StripeSettings,
+    pub worker: WorkerSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct StripeSettings {
+    pub secret_key: Option<Secret>,
+    pub api_base: String,
+    /// Per-request timeout; far below Stripe's SDK default of 80 s so a stalled call frees its
+    /// worker slot quickly (the retry uses the same idempotency key, so nothing is lost).
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    /// How often an idle worker polls Redis (apalis' default is its 30 s heartbeat).
+    pub poll_interval: Duration,
+    /// Heartbeat period; a worker missing `missed_heartbeats` of them is presumed dead and its
+    /// in-flight jobs are re-queued by a live worker.
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    pub retry: RetrySettings,
+    /// How long a claim on a transaction lasts; a crashed worker's claim expires after this.
+    pub lease: Duration,
+    pub sweep_interval: Duration,
+    /// A payment unfinished and not due for this long is presumed to have lost its job.
+    pub sweep_after: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct RetrySettings {
+    pub max_attempts: i32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct SettingsError(pub String);
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parsed<T: std::str::FromStr>(name: &str, default: T) -> Result<T, SettingsError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| SettingsError(format!("{name}=`{v}` is not a valid value"))),
+    }
+}
+
+fn millis(name: &str, default_ms: u64) -> Result<Duration, SettingsError> {
+    parsed(name, default_ms).map(Duration::from_millis)
+}
+
+impl Settings {
+    /// Reads the environment. Nothing is logged here: some of these are secrets.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let prices = Prices::parse(&var("PRICES").unwrap_or_else(|| DEFAULT_PRICES.into()))
+            .map_err(|e| SettingsError(format!("PRICES: {e}")))?;
+        let stripe_timeout = millis("STRIPE_TIMEOUT_MS", 10_000)?;
+        let settings = Settings {
+            database_url: var("DATABASE_URL")
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/payments".into()),
+            redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            queue_namespace: var("QUEUE_NAMESPACE").unwrap_or_else(|| "payments".into()),
+            api_addr: parsed("API_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            merchant_api_key: var("MERCHANT_API_KEY").map(Secret::new),
+            prices,
+            stripe: StripeSettings {
+                secret_key: var("STRIPE_SECRET_KEY").map(Secret::new),
+                api_base: var("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into()),
+                timeout: stripe_timeout,
+            },
+            worker: WorkerSettings {
+                concurrency: parsed("WORKER_CONCURRENCY", 10)?,
+                poll_interval: millis("WORKER_POLL_INTERVAL_MS", 100)?,
+                heartbeat: millis("WORKER_HEARTBEAT_MS", 2_000)?,
+                missed_heartbeats: parsed("WORKER_MISSED_HEARTBEATS", 3)?,
+                retry: RetrySettings {
+                    max_attempts: parsed("RETRY_MAX_ATTEMPTS", 12)?,
+                    base_delay: millis("RETRY_BASE_DELAY_MS", 500)?,
+                    max_delay: millis("RETRY_MAX_DELAY_MS", 30_000)?,
+                },
+                lease: millis("WORKER_LEASE_MS", stripe_timeout.as_millis() as u64 + 5_000)?,
+                sweep_interval: millis("SWEEP_INTERVAL_MS", 5_000)?,
+                sweep_after: millis("SWEEP_AFTER_MS", 30_000)?,
+                shutdown_timeout: millis("WORKER_SHUTDOWN_TIMEOUT_MS", 30_000)?,
+            },
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |m: &str| Err(SettingsError(m.into()));
+        if !(1..=10_000).contains(&self.worker.concurrency) {
+            return bad("WORKER_CONCURRENCY must be between 1 and 10000");
+        }
+        if self.worker.retry.max_attempts < 1 {
+            return bad("RETRY_MAX_ATTEMPTS must be at least 1");
+        }
+        if self.worker.lease <= self.stripe.timeout {
+            return bad("WORKER_LEASE_MS must be longer than STRIPE_TIMEOUT_MS");
+        }
+        if self.queue_namespace.is_empty()
+            || !self
+                .queue_namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_:.".contains(c))
+        {
+            return bad("QUEUE_NAMESPACE may hold only letters, digits and - _ : .");
+        }
+        if let Some(k) = &self.merchant_api_key {
+            if k.expose().len() < 16 {
+                return bad("MERCHANT_API_KEY must be at least 16 characters");
+            }
+        }
+        if !self.stripe.api_base.starts_with("http://") && !self.stripe.api_base.starts_with("https://") {
+            return bad("STRIPE_API_BASE must be an http(s) URL");
+        }
+        Ok(())
+    }
+
+    /// Redis keys of the charge queue live under `{namespace}:stripe_charge`.
+    pub fn charge_queue(&self) -> String {
+        crate::jobs::charge_queue_name(&self.queue_namespace)
+    }
+}

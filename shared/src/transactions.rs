@@ -1,0 +1,208 @@
+//! Every query on `transactions`. Each takes `&mut AsyncPgConnection`, so callers pass a pooled
+//! connection or an open transaction. State changes are guarded in SQL by the states they may
+//! leave from (see [`TxState::predecessors`]): they only ever move a payment forward.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::models::{NewTransaction, Transaction, TxError, TxState};
+use crate::schema::transactions::dsl;
+
+pub type DbResult<T> = Result<T, diesel::result::Error>;
+
+fn interval(d: Duration) -> diesel::pg::data_types::PgInterval {
+    diesel::pg::data_types::PgInterval::from_microseconds(d.as_micros().min(i64::MAX as u128) as i64)
+}
+
+pub enum Inserted {
+    /// A new row.
+    Created(Transaction),
+    /// The request's idempotency key was already used; this is the row it made.
+    Existing(Transaction),
+}
+
+/// Inserts `new`, or, when its `request_key` was seen before, returns the row that key made.
+/// The unique index decides races between two concurrent requests with one key.
+pub async fn insert(conn: &mut AsyncPgConnection, new: &NewTransaction) -> DbResult<Inserted> {
+    let created = diesel::insert_into(dsl::transactions)
+        .values(new)
+        .on_conflict(dsl::request_key)
+        .do_nothing()
+        .returning(Transaction::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    if let Some(row) = created {
+        return Ok(Inserted::Created(row));
+    }
+    let existing = dsl::transactions
+        .filter(dsl::request_key.eq(&new.request_key))
+        .select(Transaction::as_select())
+        .first(conn)
+        .await?;
+    Ok(Inserted::Existing(existing))
+}
+
+pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<Option<Transaction>> {
+    dsl::transactions
+        .find(id)
+        .select(Transaction::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Claims the transaction for one Stripe call: takes a lease (or an expired one over), counts
+/// the attempt and moves `pending` to `processing`. `None` when the row is finished, waiting
+/// for the customer, leased by a live worker, or not due yet.
+pub async fn claim(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    owner: &str,
+    lease: Duration,
+) -> DbResult<Option<Transaction>> {
+    diesel::sql_query(
+        "UPDATE transactions SET
+             lease_owner = $2,
+             lease_expires_at = now() + $3,
+             attempts = attempts + 1,
+             state = CASE WHEN state = 'pending' THEN 'processing' ELSE state END,
+             updated_at = now()
+         WHERE id = $1
+           AND state IN ('pending', 'processing')
+           AND (lease_expires_at IS NULL OR lease_expires_at < now())
+           -- one second of slack for clock skew between Redis' scheduler and Postgres
+           AND next_attempt_at <= now() + interval '1 second'
+         RETURNING *",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Text, _>(owner)
+    .bind::<Interval, _>(interval(lease))
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+/// What a Stripe call decided about a payment.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Complete { stripe_id: String },
+    RequiresAction { stripe_id: String, client_secret: String },
+    Failed { stripe_id: Option<String>, error: TxError },
+    /// No final answer yet: try again after `delay`, with the same idempotency key.
+    Retry { stripe_id: Option<String>, reason: String, delay: Duration },
+}
+
+/// Writes `outcome` and releases the lease. Final outcomes are written whoever holds the lease
+/// (Stripe's answer is the truth); a retry is written only by the lease holder, so a worker
+/// whose lease was taken over cannot push the new holder's schedule around. Returns the row
+/// when it changed.
+pub async fn record(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    owner: &str,
+    outcome: &Outcome,
+) -> DbResult<Option<Transaction>> {
+    let (state, stripe_id, secret, error, reason, delay) = match outcome {
+        Outcome::Complete { stripe_id } => (TxState::Complete, Some(stripe_id.clone()), None, None, None, None),
+        Outcome::RequiresAction { stripe_id, client_secret } => (
+            TxState::RequiresAction,
+            Some(stripe_id.clone()),
+            Some(client_secret.clone()),
+            None,
+            None,
+            None,
+        ),
+        Outcome::Failed { stripe_id, error } => {
+            (TxState::Failed, stripe_id.clone(), None, Some(error.clone()), None, None)
+        }
+        Outcome::Retry { stripe_id, reason, delay } => (
+            TxState::Processing,
+            stripe_id.clone(),
+            None,
+            None,
+            Some(reason.clone()),
+            Some(*delay),
+        ),
+    };
+    let from: Vec<&str> = if delay.is_some() {
+        vec!["processing"]
+    } else {
+        state.predecessors().to_vec()
+    };
+    diesel::sql_query(
+        "UPDATE transactions SET
+             state = $2,
+             stripe_id = COALESCE($3, stripe_id),
+             client_secret = $4,
+             error_code = $5,
+             error_decline_code = $6,
+             error_message = $7,
+             last_error = COALESCE($8, last_error),
+             next_attempt_at = CASE WHEN $9::bigint IS NULL THEN next_attempt_at
+                                    ELSE now() + $9::bigint * interval '1 millisecond' END,
+             lease_owner = NULL,
+             lease_expires_at = NULL,
+             updated_at = now()
+         WHERE id = $1
+           AND state = ANY($10)
+           AND ($9::bigint IS NULL OR lease_owner = $11)
+         RETURNING *",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Text, _>(state.as_str())
+    .bind::<Nullable<Text>, _>(stripe_id)
+    .bind::<Nullable<Text>, _>(secret)
+    .bind::<Nullable<Text>, _>(error.as_ref().map(|e| e.code.clone()))
+    .bind::<Nullable<Text>, _>(error.as_ref().and_then(|e| e.decline_code.clone()))
+    .bind::<Nullable<Text>, _>(error.as_ref().map(|e| e.message.clone()))
+    .bind::<Nullable<Text>, _>(reason)
+    .bind::<Nullable<BigInt>, _>(delay.map(|d| d.as_millis().min(i64::MAX as u128) as i64))
+    .bind::<Array<Text>, _>(from)
+    .bind::<Text, _>(owner)
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+/// Finds unfinished payments whose job looks lost (due for longer than `after`, no live lease)
+/// and marks them due now, so that no sweeper takes them again for another `after` while the
+/// job the caller enqueues for each id returned runs.
+pub async fn sweep(conn: &mut AsyncPgConnection, after: Duration, limit: i64) -> DbResult<Vec<Uuid>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "UPDATE transactions SET next_attempt_at = now()
+         WHERE id IN (
+             SELECT id FROM transactions
+             WHERE state IN ('pending', 'processing')
+               AND next_attempt_at < now() - $1
+               AND (lease_expires_at IS NULL OR lease_expires_at < now())
+             ORDER BY next_attempt_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED)
+         RETURNING id",
+    )
+    .bind::<Interval, _>(interval(after))
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// Count of transactions per state, for readiness output, ops and tests.
+pub async fn count_by_state(conn: &mut AsyncPgConnection) -> DbResult<Vec<(String, i64)>> {
+    dsl::transactions
+        .group_by(dsl::state)
+        .select((dsl::state, diesel::dsl::count_star()))
+        .load(conn)
+        .await
+}
+

@@ -1,0 +1,51 @@
+//! `/sim/*` control routes for tests and external checkers: ledger, faults, stats, reset.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::Sim;
+use crate::faults::Faults;
+
+pub async fn ledger(State(sim): State<Sim>) -> Response {
+    Json(sim.ledger()).into_response()
+}
+
+pub async fn get_faults(State(sim): State<Sim>) -> Response {
+    Json(sim.faults()).into_response()
+}
+
+/// Replaces the whole fault configuration (missing fields take their defaults).
+pub async fn set_faults(State(sim): State<Sim>, body: Bytes) -> Response {
+    // Parsed by hand so a typo in a field name gets a readable 400, not axum's 422.
+    let faults = match serde_json::from_slice::<Faults>(&body) {
+        Ok(f) => f,
+        Err(e) => return bad_request(format!("invalid faults: {e}")),
+    };
+    if let Err(e) = faults.validate() {
+        return bad_request(e);
+    }
+    tracing::info!(?faults, "faults replaced");
+    sim.set_faults(faults.clone());
+    Json(faults).into_response()
+}
+
+pub async fn stats(State(sim): State<Sim>) -> Response {
+    Json(sim.stats()).into_response()
+}
+
+pub async fn reset(State(sim): State<Sim>) -> Response {
+    sim.reset();
+    Json(json!({ "reset": true })).into_response()
+}
+
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": { "message": message } })),
+    )
+        .into_response()
+}

@@ -1,0 +1,204 @@
+//! A small Stripe-compatible HTTP server that stands in for Stripe in tests: PaymentIntents
+//! with Stripe's test cards, idempotency keys, 3-D Secure, a ledger, and fault injection.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let sim = stripe_sim::Sim::spawn(stripe_sim::Config::default()).await?;
+//! // Point async-stripe at sim.base_url(), with any `sk_test_...` key.
+//! let charges = sim.sim.ledger().charges;
+//! # drop(charges);
+//! sim.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod challenge;
+mod control;
+mod errors;
+mod faults;
+mod idempotency;
+mod intent;
+mod middleware;
+mod params;
+mod payment_intents;
+mod search;
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use faults::{FaultCounts, Faults, Stats};
+pub use state::{Ledger, LedgerCharge, LedgerPaymentIntent};
+
+/// Stripe prunes idempotency keys after 24 hours.
+const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 24 * 60 * 60;
+
+/// How the simulator starts.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Initial fault configuration (none by default).
+    pub faults: Faults,
+    /// Age after which an idempotency key may be reused; 0 means Stripe's 86400.
+    pub idempotency_ttl_secs: u64,
+}
+
+/// A handle on one simulator's state. Cheap to clone; clones share the state.
+#[derive(Clone)]
+pub struct Sim {
+    pub(crate) shared: Arc<state::Shared>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim").finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    pub fn new(config: Config) -> Self {
+        let ttl = match config.idempotency_ttl_secs {
+            0 => DEFAULT_IDEMPOTENCY_TTL_SECS,
+            secs => secs,
+        };
+        Self {
+            shared: Arc::new(state::Shared::new(config.faults, Duration::from_secs(ttl))),
+        }
+    }
+
+    /// Every route: `/v1/...` (Stripe API, bearer auth) and `/sim/...` (control, no auth).
+    ///
+    /// Served by something other than [`Sim::serve`], the `drop_after` fault cannot close
+    /// the connection; it then waits `hang_ms` and answers instead.
+    pub fn router(&self) -> Router {
+        let v1 = Router::new()
+            .route(
+                "/payment_intents",
+                post(payment_intents::create).get(payment_intents::list),
+            )
+            .route("/payment_intents/search", get(payment_intents::search))
+            .route("/payment_intents/{id}", get(payment_intents::retrieve))
+            .fallback(payment_intents::unknown_route)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                middleware::authenticate,
+            ));
+        let sim = Router::new()
+            .route("/3ds/{id}", get(challenge::page))
+            .route("/3ds/{id}/complete", post(challenge::complete))
+            .route("/ledger", get(control::ledger))
+            .route(
+                "/faults",
+                get(control::get_faults).post(control::set_faults),
+            )
+            .route("/stats", get(control::stats))
+            .route("/reset", post(control::reset));
+        Router::new()
+            .nest("/v1", v1)
+            .nest("/sim", sim)
+            .layer(axum::middleware::from_fn(middleware::request_id))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, lets open
+    /// connections finish their current request (for a few seconds at most) and returns.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        server::serve(self.router(), listener, shutdown).await
+    }
+
+    /// Binds `127.0.0.1:0` and serves in a background task.
+    pub async fn spawn(config: Config) -> std::io::Result<RunningSim> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let sim = Sim::new(config);
+        let (tx, rx) = oneshot::channel::<()>();
+        // Dropping the sender (with the RunningSim) resolves `rx` too: that stops the server.
+        let task = tokio::spawn(sim.clone().serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Ok(RunningSim {
+            sim,
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// A snapshot of every PaymentIntent and successful charge.
+    pub fn ledger(&self) -> Ledger {
+        self.shared.lock().ledger()
+    }
+
+    /// Replaces the fault configuration and re-seeds the fault RNG from `faults.seed`.
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.lock().set_faults(faults);
+    }
+
+    /// The current fault configuration.
+    pub fn faults(&self) -> Faults {
+        self.shared.lock().faults.clone()
+    }
+
+    /// Request and injected-fault counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// Clears the ledger, the idempotency keys and the counters (keeps the faults).
+    pub fn reset(&self) {
+        self.shared.lock().reset();
+    }
+
+    /// Approves or fails the 3-D Secure challenge of a `requires_action` PaymentIntent,
+    /// exactly like `POST /sim/3ds/{id}/complete`.
+    pub fn complete_challenge(&self, pi_id: &str, approve: bool) -> Result<(), String> {
+        let result = self.shared.lock().complete_challenge(pi_id, approve);
+        result.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// A simulator serving in a background task. Dropping it stops the server.
+#[derive(Debug)]
+pub struct RunningSim {
+    pub sim: Sim,
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningSim {
+    /// `http://127.0.0.1:<port>`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take()
+            && let Ok(Err(e)) = task.await
+        {
+            tracing::warn!(error = %e, "stripe-sim server ended with an error");
+        }
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

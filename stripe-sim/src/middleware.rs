@@ -1,0 +1,93 @@
+//! Request-wide layers: `Request-Id` on every response, and bearer-key authentication
+//! (plus request counting) on `/v1`.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::Sim;
+use crate::errors::ApiError;
+use crate::intent::new_id;
+
+/// The `Request-Id` given to this request (`req_...`).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The secret key the request authenticated with; idempotency keys are scoped by it.
+/// Never logged.
+#[derive(Clone)]
+pub struct ApiKey(pub String);
+
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = new_id("req_");
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("request-id", value);
+    }
+    resp
+}
+
+/// Shows enough of a key to recognise it, like Stripe: `sk_test_****abcd`.
+fn redact(key: &str) -> String {
+    // Too short to show any of it without giving most of it away.
+    if key.chars().count() < 16 {
+        return "****".to_owned();
+    }
+    let prefix: String = key.chars().take(8).collect();
+    let tail: Vec<char> = key.chars().rev().take(4).collect();
+    let tail: String = tail.into_iter().rev().collect();
+    format!("{prefix}****{tail}")
+}
+
+pub async fn authenticate(State(sim): State<Sim>, mut req: Request, next: Next) -> Response {
+    sim.shared.lock().stats.requests += 1;
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let key = match header {
+        None => {
+            return ApiError::unauthorized(
+                "You did not provide an API key. You need to provide your API key in the \
+                 Authorization header, using Bearer auth (e.g. 'Authorization: Bearer \
+                 YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, \
+                 or we can help at https://support.stripe.com/.",
+            )
+            .into_response();
+        }
+        Some(value) => value.strip_prefix("Bearer ").unwrap_or("").trim(),
+    };
+    let is_test_key = ["sk_test_", "rk_test_"]
+        .iter()
+        .any(|p| key.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+    if !is_test_key {
+        let message = if key.is_empty() {
+            "Invalid API Key provided. Use 'Authorization: Bearer sk_test_...'.".to_owned()
+        } else {
+            format!(
+                "Invalid API Key provided: {}. The simulator accepts test mode secret keys \
+                 (sk_test_...).",
+                redact(key)
+            )
+        };
+        return ApiError::unauthorized(message).into_response();
+    }
+    let key = key.to_owned();
+    req.extensions_mut().insert(ApiKey(key));
+    next.run(req).await
+}
+
+#[cfg(test)]
+// Test code: a failed unwrap is a failed test.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_keys() {
+        assert_eq!(redact("sk_live_1234567890abcd"), "sk_live_****abcd");
+        assert_eq!(redact("sk_test_abc"), "****");
+    }
+}

@@ -1,0 +1,240 @@
+//! The simulator's in-memory state (PaymentIntents, charges, idempotency keys, faults,
+//! counters) behind one std mutex, and the ledger snapshot types.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::errors::ErrorObject;
+use crate::faults::{Faults, Stats};
+use crate::idempotency::IdempotencyStore;
+use crate::intent::{Behavior, PaymentIntent};
+
+/// One PaymentIntent as the ledger shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerPaymentIntent {
+    pub id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    /// `metadata[transaction_id]`, if the caller set it.
+    pub transaction_id: Option<String>,
+    /// The `Idempotency-Key` of the request that created it.
+    pub idempotency_key: Option<String>,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// One successful charge (a PaymentIntent that reached `succeeded`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerCharge {
+    pub id: String,
+    pub payment_intent: String,
+    pub amount: i64,
+    pub currency: String,
+    pub transaction_id: Option<String>,
+}
+
+/// A snapshot of everything the simulator created, in creation order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub payment_intents: Vec<LedgerPaymentIntent>,
+    pub charges: Vec<LedgerCharge>,
+}
+
+impl Ledger {
+    /// The successful charges carrying this `metadata[transaction_id]`: more than one
+    /// means a customer was charged twice.
+    pub fn charges_for(&self, transaction_id: &str) -> Vec<&LedgerCharge> {
+        self.charges
+            .iter()
+            .filter(|c| c.transaction_id.as_deref() == Some(transaction_id))
+            .collect()
+    }
+
+    /// The PaymentIntents carrying this `metadata[transaction_id]`.
+    pub fn payment_intents_for(&self, transaction_id: &str) -> Vec<&LedgerPaymentIntent> {
+        self.payment_intents
+            .iter()
+            .filter(|p| p.transaction_id.as_deref() == Some(transaction_id))
+            .collect()
+    }
+}
+
+/// Why a 3-D Secure challenge could not be completed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChallengeError {
+    NotFound(String),
+    NotRequiringAction { id: String, status: &'static str },
+}
+
+impl std::fmt::Display for ChallengeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotFound(id) => write!(f, "No such payment_intent: '{id}'"),
+            Self::NotRequiringAction { id, status } => write!(
+                f,
+                "PaymentIntent {id} has status {status}: only a PaymentIntent in \
+                 requires_action can complete a 3-D Secure challenge"
+            ),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub faults: Faults,
+    /// Fault draws; re-seeded from `faults.seed` whenever faults are set or reset.
+    pub rng: StdRng,
+    intents: Vec<PaymentIntent>,
+    index: HashMap<String, usize>,
+    charges: Vec<LedgerCharge>,
+    pub idempotency: IdempotencyStore,
+    pub stats: Stats,
+}
+
+impl Inner {
+    fn new(faults: Faults, ttl: Duration) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(faults.seed),
+            faults,
+            intents: Vec::new(),
+            index: HashMap::new(),
+            charges: Vec::new(),
+            idempotency: IdempotencyStore::new(ttl),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.rng = StdRng::seed_from_u64(faults.seed);
+        self.faults = faults;
+    }
+
+    /// Forgets every object, key and counter; keeps the fault configuration.
+    pub fn reset(&mut self) {
+        self.intents.clear();
+        self.index.clear();
+        self.charges.clear();
+        self.idempotency.clear();
+        self.stats = Stats::default();
+        self.rng = StdRng::seed_from_u64(self.faults.seed);
+    }
+
+    /// Stores a new PaymentIntent, recording its charge if it already succeeded.
+    pub fn insert(&mut self, pi: PaymentIntent) {
+        if pi.status == "succeeded" {
+            self.record_charge(&pi);
+        }
+        self.index.insert(pi.id.clone(), self.intents.len());
+        self.intents.push(pi);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&PaymentIntent> {
+        self.index.get(id).and_then(|&i| self.intents.get(i))
+    }
+
+    /// All PaymentIntents, oldest first.
+    pub fn intents(&self) -> &[PaymentIntent] {
+        &self.intents
+    }
+
+    fn record_charge(&mut self, pi: &PaymentIntent) {
+        if let Some(charge) = &pi.latest_charge {
+            self.charges.push(LedgerCharge {
+                id: charge.clone(),
+                payment_intent: pi.id.clone(),
+                amount: pi.amount,
+                currency: pi.currency.clone(),
+                transaction_id: pi.transaction_id().map(str::to_owned),
+            });
+        }
+    }
+
+    /// Approves or fails the 3-D Secure challenge of a `requires_action` PaymentIntent.
+    pub fn complete_challenge(
+        &mut self,
+        id: &str,
+        approve: bool,
+    ) -> Result<PaymentIntent, ChallengeError> {
+        let i = *self
+            .index
+            .get(id)
+            .ok_or_else(|| ChallengeError::NotFound(id.to_owned()))?;
+        let pi = self
+            .intents
+            .get_mut(i)
+            .ok_or_else(|| ChallengeError::NotFound(id.to_owned()))?;
+        if pi.status != "requires_action" {
+            return Err(ChallengeError::NotRequiringAction {
+                id: id.to_owned(),
+                status: pi.status,
+            });
+        }
+        let then_decline = match pi.behavior {
+            Some(Behavior::ThreeDs { then_decline }) => then_decline,
+            _ => None,
+        };
+        match (approve, then_decline) {
+            (true, None) => {
+                pi.succeed();
+            }
+            (true, Some(decline)) => {
+                let error = decline.error(&crate::intent::new_id("ch_"));
+                pi.fail(error);
+            }
+            (false, _) => pi.fail(ErrorObject::new(
+                "invalid_request_error",
+                Some("payment_intent_authentication_failure"),
+                "We are unable to authenticate your payment method. Please choose a different \
+                 payment method and try again.",
+            )),
+        }
+        let pi = pi.clone();
+        if pi.status == "succeeded" {
+            self.record_charge(&pi);
+        }
+        Ok(pi)
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        Ledger {
+            payment_intents: self
+                .intents
+                .iter()
+                .map(|pi| LedgerPaymentIntent {
+                    id: pi.id.clone(),
+                    amount: pi.amount,
+                    currency: pi.currency.clone(),
+                    status: pi.status.to_owned(),
+                    transaction_id: pi.transaction_id().map(str::to_owned),
+                    idempotency_key: pi.idempotency_key.clone(),
+                    created: pi.created,
+                })
+                .collect(),
+            charges: self.charges.clone(),
+        }
+    }
+}
+
+/// The shared state: one mutex, never held across an `.await`.
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub fn new(faults: Faults, ttl: Duration) -> Self {
+        Self {
+            inner: Mutex::new(Inner::new(faults, ttl)),
+        }
+    }
+
+    /// Locks the state. A panic while locked cannot leave it half-updated in a way that
+    /// matters to a test double, so a poisoned lock is simply taken over.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,3 @@
+//! Job handlers, one module per job type.
+
+pub mod stripe_charge;

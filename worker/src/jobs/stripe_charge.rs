@@ -1,0 +1,151 @@
+//! The `StripeCharge` job: one attempt at charging one transaction.
+//!
+//! 1. Claim the row in Postgres (a lease, so two deliveries never call Stripe at once; the
+//!    attempt is counted there, so crashes cannot make it unbounded).
+//! 2. One Stripe call with the transaction's own idempotency key.
+//! 3. Record what Stripe said, forward-only; for a transient failure, schedule the next
+//!    attempt as a new delayed job. When attempts run out or the answer is ambiguous, look
+//!    the PaymentIntent up instead of guessing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{BoxDynError, Data};
+use shared::db::PgPool;
+use shared::jobs::{ChargeQueue, StripeCharge};
+use shared::models::{Transaction, TxError};
+use shared::settings::RetrySettings;
+use shared::transactions::{self as txq, Outcome};
+
+use crate::retry::backoff;
+use crate::stripe::{Stripe, Verdict};
+
+/// What every job needs; one per worker process, shared behind an `Arc`.
+pub struct ChargeContext {
+    pub db: PgPool,
+    pub queue: ChargeQueue,
+    pub stripe: Stripe,
+    pub retry: RetrySettings,
+    pub lease: Duration,
+    /// This process's worker name: the lease owner written into claimed rows.
+    pub owner: String,
+}
+
+/// An error that makes apalis re-deliver the job later (its own short backoff). Used only when
+/// we could not even record anything: Postgres or Redis unreachable, or another worker's lease.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Redeliver(String);
+
+#[tracing::instrument(skip_all, fields(transaction_id = %job.transaction_id))]
+pub async fn stripe_charge(job: StripeCharge, ctx: Data<Arc<ChargeContext>>) -> Result<(), BoxDynError> {
+    run(&ctx, job).await.map_err(|e| {
+        tracing::warn!(error = %e, "charge job will be redelivered");
+        Box::new(e) as BoxDynError
+    })
+}
+
+async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
+    let id = job.transaction_id;
+    let db_err = |e: &dyn std::fmt::Display| Redeliver(format!("postgres: {e}"));
+
+    let claimed = {
+        let mut conn = ctx.db.get().await.map_err(|e| db_err(&e))?;
+        match txq::claim(&mut conn, id, &ctx.owner, ctx.lease).await.map_err(|e| db_err(&e))? {
+            Some(row) => row,
+            None => return not_claimed(&mut conn, id).await,
+        }
+    }; // The pooled connection goes back before the Stripe call, which can take seconds.
+
+    let verdict = decide(ctx, &claimed).await;
+    let outcome = outcome_for(&ctx.retry, &claimed, verdict);
+    tracing::info!(attempt = claimed.attempts, outcome = ?outcome_name(&outcome), "charge attempt done");
+
+    let mut conn = ctx.db.get().await.map_err(|e| db_err(&e))?;
+    let recorded = txq::record(&mut conn, id, &ctx.owner, &outcome).await.map_err(|e| db_err(&e))?;
+    drop(conn);
+    if let (Some(_), Outcome::Retry { delay, .. }) = (recorded, &outcome) {
+        // If this push fails the row still says when it is due, and the sweeper re-enqueues it.
+        ctx.queue
+            .enqueue(id, Some(*delay))
+            .await
+            .map_err(|e| Redeliver(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Why the claim failed decides whether this delivery is dropped or retried.
+async fn not_claimed(conn: &mut shared::db::PgConn<'_>, id: uuid::Uuid) -> Result<(), Redeliver> {
+    let row = txq::find(conn, id).await.map_err(|e| Redeliver(format!("postgres: {e}")))?;
+    match row {
+        None => tracing::warn!("no such transaction; dropping the job"),
+        Some(t) if t.lease_expires_at.is_some_and(|until| until > chrono::Utc::now()) && !t.tx_state().is_final() => {
+            // Another delivery holds the lease; come back after it could have expired.
+            return Err(Redeliver(format!("leased by {}", t.lease_owner.unwrap_or_default())));
+        }
+        Some(t) => tracing::debug!(state = %t.state, "nothing to do for this delivery"),
+    }
+    Ok(())
+}
+
+/// The Stripe call, or only a lookup once attempts are spent.
+async fn decide(ctx: &ChargeContext, txn: &Transaction) -> Verdict {
+    if txn.attempts > ctx.retry.max_attempts {
+        // Every create was answered or timed out at least one backoff ago, so none can still
+        // be executing: ask Stripe what happened instead of sending again.
+        return resolve(ctx, txn).await;
+    }
+    match ctx.stripe.charge(txn).await {
+        // The same key keeps replaying an ambiguous answer (a stored 500): look it up.
+        Verdict::Unknown { reason } if txn.attempts >= 3 => match ctx.stripe.find_by_transaction(txn).await {
+            Ok(Some(found)) => found,
+            _ => Verdict::Transient { stripe_id: None, reason },
+        },
+        v => v,
+    }
+}
+
+/// Asks Stripe what became of the transaction (by `metadata[transaction_id]`). Found: its
+/// status is the answer. Not found: Stripe never created a PaymentIntent for it, so the card
+/// was not charged and the payment fails. Lookup failed: try again later, never guess.
+async fn resolve(ctx: &ChargeContext, txn: &Transaction) -> Verdict {
+    match ctx.stripe.find_by_transaction(txn).await {
+        Ok(Some(v)) => v,
+        Ok(None) => Verdict::Declined {
+            stripe_id: None,
+            error: TxError {
+                code: "processing_error".into(),
+                decline_code: None,
+                message: "We could not reach the card processor. You have not been charged; please try again.".into(),
+            },
+        },
+        Err(e) => Verdict::Transient { stripe_id: None, reason: format!("lookup failed: {e}") },
+    }
+}
+
+fn outcome_for(retry: &RetrySettings, txn: &Transaction, verdict: Verdict) -> Outcome {
+    match verdict {
+        Verdict::Succeeded { stripe_id } => Outcome::Complete { stripe_id },
+        Verdict::RequiresAction { stripe_id, client_secret } => Outcome::RequiresAction { stripe_id, client_secret },
+        Verdict::Declined { stripe_id, error } => Outcome::Failed { stripe_id, error },
+        Verdict::Transient { stripe_id, reason } => Outcome::Retry {
+            stripe_id,
+            reason,
+            delay: backoff(retry, txn.attempts),
+        },
+        Verdict::Unknown { reason } => Outcome::Retry {
+            stripe_id: None,
+            reason,
+            delay: backoff(retry, txn.attempts),
+        },
+    }
+}
+
+fn outcome_name(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Complete { .. } => "complete",
+        Outcome::RequiresAction { .. } => "requires_action",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Retry { .. } => "retry",
+    }
+}

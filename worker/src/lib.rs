@@ -1,0 +1,16 @@
+//! The charge worker: takes `StripeCharge` jobs off Redis and charges through Stripe.
+//!
+//! - [`startup`]: builds the apalis worker (fresh name per process start, short heartbeats so
+//!   a killed worker's jobs come back in seconds) and the sweeper, and runs them until the
+//!   caller's shutdown signal.
+//! - [`jobs::stripe_charge`]: one job = claim the row in Postgres, one Stripe call with the
+//!   transaction's own idempotency key, record the outcome, schedule the retry if any.
+//! - [`stripe`]: the async-stripe calls and the classification of their answers.
+//! - [`retry`]: backoff with jitter.
+//! - [`sweeper`]: re-enqueues payments whose job was lost.
+
+pub mod jobs;
+pub mod retry;
+pub mod startup;
+pub mod stripe;
+pub mod sweeper;
