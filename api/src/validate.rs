@@ -34,12 +34,19 @@ pub struct ValidPayment {
 pub const MAX_EMAIL_LEN: usize = 254;
 pub const MAX_PAYMENT_METHOD_LEN: usize = 255;
 
-pub fn validate(req: &CreateTransaction, prices: &Prices, merchant: bool) -> Result<ValidPayment, ApiError> {
+pub fn validate(
+    req: &CreateTransaction,
+    prices: &Prices,
+    merchant: bool,
+) -> Result<ValidPayment, ApiError> {
     let email = validate_email(&req.email)?;
     let payment_method = validate_payment_method(&req.payment_method)?;
     let (price, amount, currency) = match (&req.price, req.amount, &req.currency) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            return Err(ApiError::validation("price", "give either `price` or `amount` and `currency`, not both"));
+            return Err(ApiError::validation(
+                "price",
+                "give either `price` or `amount` and `currency`, not both",
+            ));
         }
         (Some(name), None, None) => {
             let p = prices
@@ -48,13 +55,33 @@ pub fn validate(req: &CreateTransaction, prices: &Prices, merchant: bool) -> Res
             (Some(name.clone()), p.amount, p.currency.clone())
         }
         // The amount never comes from an unauthenticated client.
-        (None, Some(_), _) | (None, None, Some(_)) if !merchant => return Err(ApiError::Unauthorized),
-        (None, Some(amount), Some(currency)) => (None, validate_amount(amount)?, validate_currency(currency)?),
-        (None, Some(_), None) => return Err(ApiError::validation("currency", "`currency` is required with `amount`")),
-        (None, None, Some(_)) => return Err(ApiError::validation("amount", "`amount` is required with `currency`")),
+        (None, Some(_), _) | (None, None, Some(_)) if !merchant => {
+            return Err(ApiError::Unauthorized);
+        }
+        (None, Some(amount), Some(currency)) => {
+            (None, validate_amount(amount)?, validate_currency(currency)?)
+        }
+        (None, Some(_), None) => {
+            return Err(ApiError::validation(
+                "currency",
+                "`currency` is required with `amount`",
+            ));
+        }
+        (None, None, Some(_)) => {
+            return Err(ApiError::validation(
+                "amount",
+                "`amount` is required with `currency`",
+            ));
+        }
         (None, None, None) => return Err(ApiError::validation("price", "`price` is required")),
     };
-    Ok(ValidPayment { email, payment_method, price, amount, currency })
+    Ok(ValidPayment {
+        email,
+        payment_method,
+        price,
+        amount,
+        currency,
+    })
 }
 
 fn validate_amount(amount: i64) -> Result<i64, ApiError> {
@@ -63,7 +90,9 @@ fn validate_amount(amount: i64) -> Result<i64, ApiError> {
     } else {
         Err(ApiError::validation(
             "amount",
-            format!("amount must be an integer number of minor units between {MIN_AMOUNT} and {MAX_AMOUNT}"),
+            format!(
+                "amount must be an integer number of minor units between {MIN_AMOUNT} and {MAX_AMOUNT}"
+            ),
         ))
     }
 }
@@ -86,12 +115,17 @@ pub fn validate_email(email: &str) -> Result<String, ApiError> {
         return Err(bad());
     }
     let (local, domain) = email.split_once('@').ok_or_else(bad)?;
-    let valid_chars = |s: &str| s.chars().all(|c| c.is_ascii_graphic() && c != '@' && c != '<' && c != '>');
+    let valid_chars = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_graphic() && c != '@' && c != '<' && c != '>')
+    };
     let domain_ok = domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !domain.contains("..")
-        && domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
     if local.is_empty() || local.len() > 64 || !valid_chars(local) || !domain_ok {
         return Err(bad());
     }
@@ -160,9 +194,17 @@ mod tests {
 
     #[test]
     fn a_merchant_may_name_an_amount_within_bounds() {
-        assert_eq!(validate(&req(None, Some(5), Some("EUR")), &prices(), true).unwrap().currency, "eur");
+        assert_eq!(
+            validate(&req(None, Some(5), Some("EUR")), &prices(), true)
+                .unwrap()
+                .currency,
+            "eur"
+        );
         for bad in [0, -1, MAX_AMOUNT + 1, i64::MAX] {
-            assert!(validate(&req(None, Some(bad), Some("usd")), &prices(), true).is_err(), "{bad}");
+            assert!(
+                validate(&req(None, Some(bad), Some("usd")), &prices(), true).is_err(),
+                "{bad}"
+            );
         }
         assert!(validate(&req(None, Some(5), Some("xyz")), &prices(), true).is_err());
     }
@@ -179,7 +221,17 @@ mod tests {
         for ok in ["a@b.co", "first.last+tag@example.com"] {
             assert!(validate_email(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a", "a@", "@b.co", "a@b", "a b@c.com", "a@b..com", "a@-", "<a@b.co>"] {
+        for bad in [
+            "",
+            "a",
+            "a@",
+            "@b.co",
+            "a@b",
+            "a b@c.com",
+            "a@b..com",
+            "a@-",
+            "<a@b.co>",
+        ] {
             assert!(validate_email(bad).is_err(), "{bad}");
         }
         assert!(validate_email(&format!("{}@b.co", "a".repeat(300))).is_err());
@@ -190,7 +242,14 @@ mod tests {
         for ok in ["pm_card_visa", "tok_visa", "pm_1Abc"] {
             assert!(validate_payment_method(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "pm_", "card_123", "pm_a b", "pm_a;DROP", &format!("pm_{}", "a".repeat(300))] {
+        for bad in [
+            "",
+            "pm_",
+            "card_123",
+            "pm_a b",
+            "pm_a;DROP",
+            &format!("pm_{}", "a".repeat(300)),
+        ] {
             assert!(validate_payment_method(bad).is_err(), "{bad}");
         }
     }

@@ -24,32 +24,59 @@ async fn a_successful_card_goes_pending_to_complete_with_one_charge() {
     assert!(created.get("client_secret").is_none());
 
     let id = created["id"].as_str().unwrap();
-    let done = app.wait_for_state(id, &["complete", "failed"], WITHIN).await;
+    let done = app
+        .wait_for_state(id, &["complete", "failed"], WITHIN)
+        .await;
     assert_eq!(done["state"], "complete", "{done}");
     assert!(done["stripe_id"].as_str().unwrap().starts_with("pi_"));
     assert!(done["error"].is_null());
     assert_eq!(app.charges_for(id), 1);
     let ledger = app.sim.sim.ledger();
-    let pi = ledger.payment_intents.iter().find(|p| p.transaction_id.as_deref() == Some(id)).unwrap();
+    let pi = ledger
+        .payment_intents
+        .iter()
+        .find(|p| p.transaction_id.as_deref() == Some(id))
+        .unwrap();
     assert_eq!(pi.amount, 1000);
-    assert_eq!(pi.idempotency_key.as_deref(), Some(format!("txn_{id}").as_str()));
+    assert_eq!(
+        pi.idempotency_key.as_deref(),
+        Some(format!("txn_{id}").as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_declined_card_fails_with_stripes_codes_and_no_charge() {
     let app = TestApp::spawn().await;
     let cases = [
-        ("pm_card_visa_chargeDeclined", "card_declined", Some("generic_decline")),
-        ("pm_card_visa_chargeDeclinedInsufficientFunds", "card_declined", Some("insufficient_funds")),
-        ("pm_card_chargeDeclinedProcessingError", "processing_error", None),
-        ("tok_chargeDeclined", "card_declined", Some("generic_decline")),
+        (
+            "pm_card_visa_chargeDeclined",
+            "card_declined",
+            Some("generic_decline"),
+        ),
+        (
+            "pm_card_visa_chargeDeclinedInsufficientFunds",
+            "card_declined",
+            Some("insufficient_funds"),
+        ),
+        (
+            "pm_card_chargeDeclinedProcessingError",
+            "processing_error",
+            None,
+        ),
+        (
+            "tok_chargeDeclined",
+            "card_declined",
+            Some("generic_decline"),
+        ),
     ];
     let mut ids = vec![];
     for (pm, _, _) in &cases {
         ids.push(app.pay("pro", pm).await["id"].as_str().unwrap().to_owned());
     }
     for ((pm, code, decline), id) in cases.iter().zip(&ids) {
-        let t = app.wait_for_state(id, &["complete", "failed"], WITHIN).await;
+        let t = app
+            .wait_for_state(id, &["complete", "failed"], WITHIN)
+            .await;
         assert_eq!(t["state"], "failed", "{pm}: {t}");
         assert_eq!(t["error"]["code"], *code, "{pm}");
         assert_eq!(t["error"]["decline_code"].as_str(), *decline, "{pm}");
@@ -63,8 +90,13 @@ async fn each_declined_card_fails_with_stripes_codes_and_no_charge() {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_d_secure_stops_at_requires_action_with_a_client_secret() {
     let app = TestApp::spawn().await;
-    let id = app.pay("basic", "pm_card_threeDSecure2Required").await["id"].as_str().unwrap().to_owned();
-    let t = app.wait_for_state(&id, &["requires_action", "complete", "failed"], WITHIN).await;
+    let id = app.pay("basic", "pm_card_threeDSecure2Required").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let t = app
+        .wait_for_state(&id, &["requires_action", "complete", "failed"], WITHIN)
+        .await;
     assert_eq!(t["state"], "requires_action", "{t}");
     assert!(t["client_secret"].as_str().unwrap().contains("_secret_"));
     assert_eq!(app.charges_for(&id), 0);
@@ -73,8 +105,14 @@ async fn three_d_secure_stops_at_requires_action_with_a_client_secret() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transient_stripe_error_is_retried_with_the_same_key_until_it_succeeds() {
     let app = TestApp::spawn().await;
-    app.sim.sim.set_faults(stripe_sim::Faults { error_500_before: 1.0, ..Default::default() });
-    let id = app.pay("basic", "pm_card_visa").await["id"].as_str().unwrap().to_owned();
+    app.sim.sim.set_faults(stripe_sim::Faults {
+        error_500_before: 1.0,
+        ..Default::default()
+    });
+    let id = app.pay("basic", "pm_card_visa").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Wait until the worker has hit the fault at least twice, then let Stripe recover.
     let deadline = std::time::Instant::now() + WITHIN;
@@ -82,11 +120,18 @@ async fn a_transient_stripe_error_is_retried_with_the_same_key_until_it_succeeds
         assert!(std::time::Instant::now() < deadline, "worker never retried");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let t = app.wait_for_state(&id, &["pending", "processing"], WITHIN).await;
-    assert!(t["error"].is_null(), "a transient error must not fail the payment: {t}");
+    let t = app
+        .wait_for_state(&id, &["pending", "processing"], WITHIN)
+        .await;
+    assert!(
+        t["error"].is_null(),
+        "a transient error must not fail the payment: {t}"
+    );
     app.sim.sim.set_faults(stripe_sim::Faults::default());
 
-    let t = app.wait_for_state(&id, &["complete", "failed"], WITHIN).await;
+    let t = app
+        .wait_for_state(&id, &["complete", "failed"], WITHIN)
+        .await;
     assert_eq!(t["state"], "complete", "{t}");
     assert_eq!(app.charges_for(&id), 1);
 }
@@ -94,9 +139,19 @@ async fn a_transient_stripe_error_is_retried_with_the_same_key_until_it_succeeds
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_delivered_many_times_charges_once() {
     // No worker yet: the duplicates pile up in Redis first, then race each other.
-    let mut app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
-    app.sim.sim.set_faults(stripe_sim::Faults { latency_ms: 300, ..Default::default() });
-    let id = app.pay("basic", "pm_card_visa").await["id"].as_str().unwrap().to_owned();
+    let mut app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    app.sim.sim.set_faults(stripe_sim::Faults {
+        latency_ms: 300,
+        ..Default::default()
+    });
+    let id = app.pay("basic", "pm_card_visa").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let conn = shared::jobs::redis_connection(&app.settings.redis_url).unwrap();
     let queue = ChargeQueue::new(conn, &app.settings.queue_namespace);
     let uuid = id.parse().unwrap();
@@ -106,7 +161,9 @@ async fn a_job_delivered_many_times_charges_once() {
     app.start_worker();
     app.start_worker();
 
-    let t = app.wait_for_state(&id, &["complete", "failed"], WITHIN).await;
+    let t = app
+        .wait_for_state(&id, &["complete", "failed"], WITHIN)
+        .await;
     assert_eq!(t["state"], "complete");
     assert_eq!(app.charges_for(&id), 1);
     assert_eq!(app.intents_for(&id), 1);
@@ -120,14 +177,21 @@ async fn a_merchant_sets_the_amount_with_its_key() {
     let (status, t, _) = app.post(&body, &[("authorization", &auth)]).await;
     assert_eq!(status, 202, "{t}");
     assert_eq!(t["amount"], 4321);
-    let done = app.wait_for_state(t["id"].as_str().unwrap(), &["complete", "failed"], WITHIN).await;
+    let done = app
+        .wait_for_state(t["id"].as_str().unwrap(), &["complete", "failed"], WITHIN)
+        .await;
     assert_eq!(done["state"], "complete");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_idempotency_key_and_body_returns_the_first_transaction() {
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
-    let body = json!({"price": "basic", "email": "a@example.com", "payment_method": "pm_card_visa"});
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let body =
+        json!({"price": "basic", "email": "a@example.com", "payment_method": "pm_card_visa"});
     let (s1, first, h1) = app.post(&body, &[("idempotency-key", "order-42")]).await;
     let (s2, second, h2) = app.post(&body, &[("idempotency-key", "order-42")]).await;
     assert_eq!((s1, s2), (202, 202));
@@ -135,7 +199,11 @@ async fn the_same_idempotency_key_and_body_returns_the_first_transaction() {
     assert!(h1.get("idempotent-replayed").is_none());
     assert_eq!(h2.get("idempotent-replayed").unwrap(), "true");
     assert_eq!(app.count_rows().await, 1);
-    assert_eq!(app.jobs_pushed().await, 1, "a replay must not enqueue a second job");
+    assert_eq!(
+        app.jobs_pushed().await,
+        1,
+        "a replay must not enqueue a second job"
+    );
 
     // Same key, different body: refused, nothing written.
     let other = json!({"price": "pro", "email": "a@example.com", "payment_method": "pm_card_visa"});
@@ -148,12 +216,22 @@ async fn the_same_idempotency_key_and_body_returns_the_first_transaction() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_with_one_key_make_one_transaction() {
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
-    let body = json!({"price": "basic", "email": "a@example.com", "payment_method": "pm_card_visa"});
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let body =
+        json!({"price": "basic", "email": "a@example.com", "payment_method": "pm_card_visa"});
     let posts = (0..8).map(|_| app.post(&body, &[("idempotency-key", "double-click")]));
     let results = futures::future::join_all(posts).await;
-    let ids: std::collections::HashSet<String> =
-        results.iter().map(|(s, b, _)| { assert_eq!(*s, 202); b["id"].as_str().unwrap().to_owned() }).collect();
+    let ids: std::collections::HashSet<String> = results
+        .iter()
+        .map(|(s, b, _)| {
+            assert_eq!(*s, 202);
+            b["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
     assert_eq!(ids.len(), 1);
     assert_eq!(app.count_rows().await, 1);
     assert_eq!(app.jobs_pushed().await, 1);
@@ -177,14 +255,20 @@ async fn a_payment_whose_job_was_lost_is_swept_back_into_the_queue() {
         request_fingerprint: None,
     };
     shared::transactions::insert(&mut conn, &new).await.unwrap();
-    let t = app.wait_for_state(&id.to_string(), &["complete", "failed"], WITHIN).await;
+    let t = app
+        .wait_for_state(&id.to_string(), &["complete", "failed"], WITHIN)
+        .await;
     assert_eq!(t["state"], "complete");
     assert_eq!(app.charges_for(&id.to_string()), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_and_readiness_answer() {
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     assert_eq!(app.get("/healthz").await.0, 200);
     let (status, body) = app.get("/readyz").await;
     assert_eq!(status, 200, "{body}");
@@ -202,7 +286,10 @@ async fn readiness_fails_and_payments_are_refused_when_postgres_is_unreachable()
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["postgres"], "unavailable");
     let (status, err, headers) = app
-        .post(&json!({"price": "basic", "email": "a@example.com", "payment_method": "pm_card_visa"}), &[])
+        .post(
+            &json!({"price": "basic", "email": "a@example.com", "payment_method": "pm_card_visa"}),
+            &[],
+        )
         .await;
     assert_eq!(status, 503, "{err}");
     assert_eq!(err["error"]["code"], "service_unavailable");
@@ -211,12 +298,24 @@ async fn readiness_fails_and_payments_are_refused_when_postgres_is_unreachable()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_refuses_a_schema_that_is_behind() {
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     // A database with no migrations applied.
     let mut conn = app.db().await;
     use diesel_async::RunQueryDsl;
-    diesel::sql_query("DROP TABLE transactions").execute(&mut conn).await.unwrap();
-    diesel::sql_query("DELETE FROM __diesel_schema_migrations").execute(&mut conn).await.unwrap();
-    let err = worker::startup::ensure_schema_current(&app.settings.database_url).await.unwrap_err();
+    diesel::sql_query("DROP TABLE transactions")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    diesel::sql_query("DELETE FROM __diesel_schema_migrations")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = worker::startup::ensure_schema_current(&app.settings.database_url)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("pending migration"), "{err}");
 }

@@ -36,7 +36,9 @@ pub enum MigrationError {
     Run(String),
 }
 
-async fn harness(database_url: &str) -> Result<AsyncMigrationHarness<AsyncPgConnection>, MigrationError> {
+async fn harness(
+    database_url: &str,
+) -> Result<AsyncMigrationHarness<AsyncPgConnection>, MigrationError> {
     use diesel_async::AsyncConnection;
     let conn = AsyncPgConnection::establish(database_url)
         .await
@@ -44,8 +46,42 @@ async fn harness(database_url: &str) -> Result<AsyncMigrationHarness<AsyncPgConn
     Ok(AsyncMigrationHarness::new(conn))
 }
 
+/// Creates the database named in `database_url` when the server is up but the database is
+/// not, so a fresh `make run` works against a bare Postgres. Needs CREATEDB on the server.
+pub async fn create_database_if_missing(database_url: &str) -> Result<(), MigrationError> {
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    let err = match AsyncPgConnection::establish(database_url).await {
+        Ok(_) => return Ok(()),
+        Err(e) => e.to_string(),
+    };
+    if !err.contains("does not exist") {
+        return Err(MigrationError::Connect(err));
+    }
+    let (prefix, rest) = database_url
+        .rsplit_once('/')
+        .ok_or_else(|| MigrationError::Connect("DATABASE_URL has no database name".into()))?;
+    let (name, query) = rest.split_once('?').map_or((rest, ""), |(n, q)| (n, q));
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(MigrationError::Connect(format!(
+            "cannot create database `{name}`: use letters, digits and _"
+        )));
+    }
+    let sep = if query.is_empty() { "" } else { "?" };
+    let admin_url = format!("{prefix}/postgres{sep}{query}");
+    let mut admin = AsyncPgConnection::establish(&admin_url)
+        .await
+        .map_err(|e| MigrationError::Connect(e.to_string()))?;
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| MigrationError::Run(format!("creating database {name}: {e}")))?;
+    tracing::info!(database = name, "created database");
+    Ok(())
+}
+
 /// Applies every pending migration; returns how many ran.
 pub async fn run_migrations(database_url: &str) -> Result<usize, MigrationError> {
+    create_database_if_missing(database_url).await?;
     let mut h = harness(database_url).await?;
     // The harness blocks in place (tokio's multi-thread runtime required, which both binaries use).
     let applied = h

@@ -62,7 +62,11 @@ impl ChargeQueue {
     }
 
     /// Queues a charge for `transaction_id`, to run now or after `delay`.
-    pub async fn enqueue(&self, transaction_id: Uuid, delay: Option<Duration>) -> Result<(), EnqueueError> {
+    pub async fn enqueue(
+        &self,
+        transaction_id: Uuid,
+        delay: Option<Duration>,
+    ) -> Result<(), EnqueueError> {
         let mut builder = TaskBuilder::new(StripeCharge { transaction_id });
         if let Some(d) = delay.filter(|d| !d.is_zero()) {
             builder = builder.run_after(d);

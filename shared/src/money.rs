@@ -48,7 +48,9 @@ impl Prices {
                 return Err(format!("price `{name}` amount is out of range"));
             }
             if !is_supported_currency(&currency) {
-                return Err(format!("price `{name}` has unsupported currency `{currency}`"));
+                return Err(format!(
+                    "price `{name}` has unsupported currency `{currency}`"
+                ));
             }
             map.insert(name.trim().to_owned(), Price { amount, currency });
         }
@@ -86,7 +88,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed_price_lists() {
-        for bad in ["", "basic", "basic=10", "basic=x:usd", "basic=0:usd", "basic=10:xyz"] {
+        for bad in [
+            "",
+            "basic",
+            "basic=10",
+            "basic=x:usd",
+            "basic=0:usd",
+            "basic=10:xyz",
+        ] {
             assert!(Prices::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

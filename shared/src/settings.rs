@@ -136,12 +136,16 @@ impl Settings {
         {
             return bad("QUEUE_NAMESPACE may hold only letters, digits and - _ : .");
         }
-        if let Some(k) = &self.merchant_api_key {
-            if k.expose().len() < 16 {
-                return bad("MERCHANT_API_KEY must be at least 16 characters");
-            }
+        if self
+            .merchant_api_key
+            .as_ref()
+            .is_some_and(|k| k.expose().len() < 16)
+        {
+            return bad("MERCHANT_API_KEY must be at least 16 characters");
         }
-        if !self.stripe.api_base.starts_with("http://") && !self.stripe.api_base.starts_with("https://") {
+        if !self.stripe.api_base.starts_with("http://")
+            && !self.stripe.api_base.starts_with("https://")
+        {
             return bad("STRIPE_API_BASE must be an http(s) URL");
         }
         Ok(())

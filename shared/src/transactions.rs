@@ -90,11 +90,23 @@ pub async fn claim(
 /// What a Stripe call decided about a payment.
 #[derive(Clone, Debug)]
 pub enum Outcome {
-    Complete { stripe_id: String },
-    RequiresAction { stripe_id: String, client_secret: String },
-    Failed { stripe_id: Option<String>, error: TxError },
+    Complete {
+        stripe_id: String,
+    },
+    RequiresAction {
+        stripe_id: String,
+        client_secret: String,
+    },
+    Failed {
+        stripe_id: Option<String>,
+        error: TxError,
+    },
     /// No final answer yet: try again after `delay`, with the same idempotency key.
-    Retry { stripe_id: Option<String>, reason: String, delay: Duration },
+    Retry {
+        stripe_id: Option<String>,
+        reason: String,
+        delay: Duration,
+    },
 }
 
 /// Writes `outcome` and releases the lease. Final outcomes are written whoever holds the lease
@@ -108,8 +120,18 @@ pub async fn record(
     outcome: &Outcome,
 ) -> DbResult<Option<Transaction>> {
     let (state, stripe_id, secret, error, reason, delay) = match outcome {
-        Outcome::Complete { stripe_id } => (TxState::Complete, Some(stripe_id.clone()), None, None, None, None),
-        Outcome::RequiresAction { stripe_id, client_secret } => (
+        Outcome::Complete { stripe_id } => (
+            TxState::Complete,
+            Some(stripe_id.clone()),
+            None,
+            None,
+            None,
+            None,
+        ),
+        Outcome::RequiresAction {
+            stripe_id,
+            client_secret,
+        } => (
             TxState::RequiresAction,
             Some(stripe_id.clone()),
             Some(client_secret.clone()),
@@ -117,10 +139,19 @@ pub async fn record(
             None,
             None,
         ),
-        Outcome::Failed { stripe_id, error } => {
-            (TxState::Failed, stripe_id.clone(), None, Some(error.clone()), None, None)
-        }
-        Outcome::Retry { stripe_id, reason, delay } => (
+        Outcome::Failed { stripe_id, error } => (
+            TxState::Failed,
+            stripe_id.clone(),
+            None,
+            Some(error.clone()),
+            None,
+            None,
+        ),
+        Outcome::Retry {
+            stripe_id,
+            reason,
+            delay,
+        } => (
             TxState::Processing,
             stripe_id.clone(),
             None,
@@ -172,7 +203,11 @@ pub async fn record(
 /// Finds unfinished payments whose job looks lost (due for longer than `after`, no live lease)
 /// and marks them due now, so that no sweeper takes them again for another `after` while the
 /// job the caller enqueues for each id returned runs.
-pub async fn sweep(conn: &mut AsyncPgConnection, after: Duration, limit: i64) -> DbResult<Vec<Uuid>> {
+pub async fn sweep(
+    conn: &mut AsyncPgConnection,
+    after: Duration,
+    limit: i64,
+) -> DbResult<Vec<Uuid>> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = SqlUuid)]
@@ -205,4 +240,3 @@ pub async fn count_by_state(conn: &mut AsyncPgConnection) -> DbResult<Vec<(Strin
         .load(conn)
         .await
 }
-

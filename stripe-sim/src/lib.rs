@@ -21,6 +21,7 @@ mod intent;
 mod middleware;
 mod params;
 mod payment_intents;
+mod reads;
 mod search;
 mod server;
 mod state;
@@ -80,11 +81,11 @@ impl Sim {
         let v1 = Router::new()
             .route(
                 "/payment_intents",
-                post(payment_intents::create).get(payment_intents::list),
+                post(payment_intents::create).get(reads::list),
             )
-            .route("/payment_intents/search", get(payment_intents::search))
-            .route("/payment_intents/{id}", get(payment_intents::retrieve))
-            .fallback(payment_intents::unknown_route)
+            .route("/payment_intents/search", get(reads::search))
+            .route("/payment_intents/{id}", get(reads::retrieve))
+            .fallback(reads::unknown_route)
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 middleware::authenticate,

@@ -29,6 +29,43 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
+/// The secret key from `Bearer KEY`, or from `Basic base64(KEY:)` as `curl -u KEY:` sends
+/// (Stripe accepts both).
+fn key_from_header(value: &str) -> Option<String> {
+    if let Some(key) = value.strip_prefix("Bearer ") {
+        return Some(key.trim().to_owned());
+    }
+    let decoded = base64_decode(value.strip_prefix("Basic ")?.trim())?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let user = decoded
+        .split_once(':')
+        .map_or(decoded.as_str(), |(user, _)| user);
+    Some(user.to_owned())
+}
+
+/// Standard base64 with optional padding; small enough not to need a crate.
+fn base64_decode(input: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in input.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(((acc >> bits) & 0xff) as u8);
+        }
+    }
+    Some(out)
+}
+
 /// Shows enough of a key to recognise it, like Stripe: `sk_test_****abcd`.
 fn redact(key: &str) -> String {
     // Too short to show any of it without giving most of it away.
@@ -57,8 +94,9 @@ pub async fn authenticate(State(sim): State<Sim>, mut req: Request, next: Next) 
             )
             .into_response();
         }
-        Some(value) => value.strip_prefix("Bearer ").unwrap_or("").trim(),
+        Some(value) => key_from_header(value).unwrap_or_default(),
     };
+    let key = key.as_str();
     let is_test_key = ["sk_test_", "rk_test_"]
         .iter()
         .any(|p| key.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
@@ -89,5 +127,20 @@ mod tests {
     fn redacts_keys() {
         assert_eq!(redact("sk_live_1234567890abcd"), "sk_live_****abcd");
         assert_eq!(redact("sk_test_abc"), "****");
+    }
+
+    #[test]
+    fn reads_bearer_and_basic() {
+        assert_eq!(
+            key_from_header("Bearer sk_test_1").as_deref(),
+            Some("sk_test_1")
+        );
+        // base64("sk_test_123:")
+        assert_eq!(
+            key_from_header("Basic c2tfdGVzdF8xMjM6").as_deref(),
+            Some("sk_test_123")
+        );
+        assert_eq!(key_from_header("Basic !!!"), None);
+        assert_eq!(key_from_header("Token x"), None);
     }
 }

@@ -1,23 +1,21 @@
-//! `/v1/payment_intents` handlers: create (with idempotency and faults), retrieve,
-//! search, list.
+//! `POST /v1/payment_intents`: validation, idempotency keys, fault injection, and the
+//! charge outcome of each test payment method.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::Sim;
 use crate::errors::{ApiError, json_response};
-use crate::faults::{AfterFault, EarlyFault, draw_latency, draw_plan};
+use crate::faults::{AfterFault, EarlyFault, draw_plan};
 use crate::idempotency::{Begin, MAX_KEY_LEN, StoredResponse, fingerprint};
 use crate::intent::{Behavior, PaymentIntent, behavior_of, new_id};
 use crate::middleware::{ApiKey, RequestId};
 use crate::params::{CreateParams, parse_form};
-use crate::search;
 use crate::server::KillSwitch;
 use crate::state::Inner;
 
@@ -28,20 +26,6 @@ fn now_unix() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// Draws (and counts) the latency for a request that is not a create.
-async fn latency(sim: &Sim) {
-    let delay = {
-        let mut inner = sim.shared.lock();
-        let inner = &mut *inner;
-        let delay = draw_latency(&inner.faults, &mut inner.rng);
-        if !delay.is_zero() {
-            inner.stats.faults.latency += 1;
-        }
-        delay
-    };
-    tokio::time::sleep(delay).await;
 }
 
 /// `http://host` of this request, for links back to the simulator (the 3DS page).
@@ -355,142 +339,4 @@ fn execute(
         Some(e) => (e.status, e.body()),
         None => (StatusCode::OK, ok_body),
     }
-}
-
-pub async fn retrieve(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
-    latency(&sim).await;
-    let found = sim.shared.lock().get(&id).map(PaymentIntent::to_json);
-    match found {
-        Some(pi) => json_response(StatusCode::OK, pi.to_string()),
-        None => ApiError::no_such("payment_intent", &id, "intent", StatusCode::NOT_FOUND)
-            .into_response(),
-    }
-}
-
-/// Reads `limit` (1..=100, default 10).
-fn limit(params: &[(String, String)]) -> Result<usize, ApiError> {
-    match params.iter().rev().find(|(k, _)| k == "limit") {
-        None => Ok(10),
-        Some((_, v)) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid_request(
-                    StatusCode::BAD_REQUEST,
-                    None,
-                    "This value must be between 1 and 100 (it currently is out of range).",
-                )
-                .param("limit")
-            }),
-    }
-}
-
-pub async fn search(State(sim): State<Sim>, RawQuery(query): RawQuery) -> Response {
-    latency(&sim).await;
-    let result = (|| {
-        let params = parse_form(query.unwrap_or_default().as_bytes())?;
-        let get = |name: &str| {
-            params
-                .iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let q = get("query").ok_or_else(|| ApiError::missing_param("query"))?;
-        let clauses = search::parse(&q).map_err(|m| {
-            ApiError::invalid_request(StatusCode::BAD_REQUEST, None, m).param("query")
-        })?;
-        let limit = limit(&params)?;
-        // Page tokens are plain offsets: opaque enough for a client that only echoes them.
-        let offset = get("page")
-            .map(|p| p.parse::<usize>().unwrap_or(0))
-            .unwrap_or(0);
-        let inner = sim.shared.lock();
-        let matching: Vec<_> = inner
-            .intents()
-            .iter()
-            .rev()
-            .filter(|pi| clauses.iter().all(|c| c.matches(pi)))
-            .collect();
-        let page: Vec<_> = matching
-            .iter()
-            .skip(offset)
-            .take(limit)
-            .map(|pi| pi.to_json())
-            .collect();
-        let has_more = matching.len() > offset + page.len();
-        Ok::<_, ApiError>(json!({
-            "object": "search_result",
-            "data": page,
-            "has_more": has_more,
-            "next_page": has_more.then(|| (offset + limit).to_string()),
-            "url": "/v1/payment_intents/search",
-        }))
-    })();
-    match result {
-        Ok(body) => json_response(StatusCode::OK, body.to_string()),
-        Err(e) => e.into_response(),
-    }
-}
-
-pub async fn list(State(sim): State<Sim>, RawQuery(query): RawQuery) -> Response {
-    latency(&sim).await;
-    let result = (|| {
-        let params = parse_form(query.unwrap_or_default().as_bytes())?;
-        let limit = limit(&params)?;
-        let after = params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "starting_after")
-            .map(|(_, v)| v);
-        let inner = sim.shared.lock();
-        // Newest first, as Stripe lists.
-        let all: Vec<_> = inner.intents().iter().rev().collect();
-        let start = match after {
-            None => 0,
-            Some(id) => all
-                .iter()
-                .position(|pi| &pi.id == id)
-                .map(|i| i + 1)
-                .ok_or_else(|| {
-                    ApiError::no_such(
-                        "payment_intent",
-                        id,
-                        "starting_after",
-                        StatusCode::BAD_REQUEST,
-                    )
-                })?,
-        };
-        let page: Vec<_> = all
-            .iter()
-            .skip(start)
-            .take(limit)
-            .map(|pi| pi.to_json())
-            .collect();
-        let has_more = all.len() > start + page.len();
-        Ok::<_, ApiError>(json!({
-            "object": "list",
-            "data": page,
-            "has_more": has_more,
-            "url": PATH,
-        }))
-    })();
-    match result {
-        Ok(body) => json_response(StatusCode::OK, body.to_string()),
-        Err(e) => e.into_response(),
-    }
-}
-
-pub async fn unknown_route(method: Method, OriginalUri(uri): OriginalUri) -> Response {
-    ApiError::invalid_request(
-        StatusCode::NOT_FOUND,
-        None,
-        format!(
-            "Unrecognized request URL ({method}: {}). The simulator implements \
-             /v1/payment_intents only.",
-            uri.path()
-        ),
-    )
-    .into_response()
 }

@@ -20,12 +20,19 @@ pub fn worker_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let host = host.trim();
     let host = if host.is_empty() { "worker" } else { host };
-    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// Runs until `shutdown` resolves, then stops fetching, lets running charges finish within
 /// `WORKER_SHUTDOWN_TIMEOUT_MS`, and hands prefetched jobs back to the queue.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let w = &settings.worker;
     let conn = redis_connection(&settings.redis_url)?;
     let db = shared::db::pool(&settings.database_url, (w.concurrency as u32).clamp(4, 64));
@@ -64,7 +71,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
     let monitor = Monitor::new()
         .register(move |restart| {
             // After a crash-restart of the worker future, register under a new name too.
-            let worker_name = if restart == 0 { name.clone() } else { format!("{name}-r{restart}") };
+            let worker_name = if restart == 0 {
+                name.clone()
+            } else {
+                format!("{name}-r{restart}")
+            };
             WorkerBuilder::new(worker_name)
                 .backend(storage.clone().poll_with_interval(poll))
                 .concurrency(concurrency)
@@ -106,4 +117,3 @@ pub async fn ensure_schema_current(database_url: &str) -> anyhow::Result<()> {
         }
     }
 }
-

@@ -6,23 +6,40 @@ use std::time::Duration;
 
 use shared::models::{Transaction, TxError};
 use shared::settings::StripeSettings;
-use stripe::{ApiErrors, ApiErrorsType, Client, ClientBuilder, RequestStrategy, StripeError, StripeRequest};
-use stripe_core::payment_intent::{CreatePaymentIntent, RetrievePaymentIntent, SearchPaymentIntent};
+use stripe::{
+    ApiErrors, ApiErrorsType, Client, ClientBuilder, RequestStrategy, StripeError, StripeRequest,
+};
+use stripe_core::payment_intent::{
+    CreatePaymentIntent, RetrievePaymentIntent, SearchPaymentIntent,
+};
 use stripe_core::{PaymentIntent, PaymentIntentStatus};
 
 /// What a Stripe answer (or the lack of one) means.
 #[derive(Clone, Debug)]
 pub enum Verdict {
-    Succeeded { stripe_id: String },
-    RequiresAction { stripe_id: String, client_secret: String },
+    Succeeded {
+        stripe_id: String,
+    },
+    RequiresAction {
+        stripe_id: String,
+        client_secret: String,
+    },
     /// Stripe says the card was not charged and will not be for this attempt.
-    Declined { stripe_id: Option<String>, error: TxError },
+    Declined {
+        stripe_id: Option<String>,
+        error: TxError,
+    },
     /// Try again later with the same key: timeouts, connection errors, 5xx, 429, 409, and
     /// PaymentIntents still `processing`. `stripe_id` when Stripe told us the intent's id.
-    Transient { stripe_id: Option<String>, reason: String },
+    Transient {
+        stripe_id: Option<String>,
+        reason: String,
+    },
     /// The answer does not tell what happened (a replayed stored 500, a key used with other
     /// parameters): look the PaymentIntent up before deciding anything.
-    Unknown { reason: String },
+    Unknown {
+        reason: String,
+    },
 }
 
 #[derive(Clone)]
@@ -44,7 +61,10 @@ impl Stripe {
             .url(base)
             .timeout(settings.timeout)
             .build()?;
-        Ok(Self { client, timeout: settings.timeout })
+        Ok(Self {
+            client,
+            timeout: settings.timeout,
+        })
     }
 
     /// Creates and confirms the PaymentIntent, or, once its id is known, reads it back. Every
@@ -62,7 +82,11 @@ impl Stripe {
         };
         let key = match stripe::IdempotencyKey::new(&txn.stripe_idempotency_key) {
             Ok(k) => k,
-            Err(e) => return Verdict::Unknown { reason: format!("bad idempotency key: {e}") },
+            Err(e) => {
+                return Verdict::Unknown {
+                    reason: format!("bad idempotency key: {e}"),
+                };
+            }
         };
         let metadata = HashMap::from([("transaction_id".to_owned(), txn.id.to_string())]);
         let result = CreatePaymentIntent::new(txn.amount, currency)
@@ -113,7 +137,10 @@ fn classify(result: Result<PaymentIntent, StripeError>) -> Verdict {
     match result {
         Ok(pi) => verdict_for_intent(pi),
         Err(StripeError::Stripe(err, status)) => verdict_for_error(&err, status),
-        Err(e) => Verdict::Transient { stripe_id: None, reason: describe(&e) },
+        Err(e) => Verdict::Transient {
+            stripe_id: None,
+            reason: describe(&e),
+        },
     }
 }
 
@@ -122,7 +149,10 @@ pub fn verdict_for_intent(pi: PaymentIntent) -> Verdict {
     match pi.status {
         PaymentIntentStatus::Succeeded => Verdict::Succeeded { stripe_id },
         PaymentIntentStatus::RequiresAction => match pi.client_secret {
-            Some(client_secret) => Verdict::RequiresAction { stripe_id, client_secret },
+            Some(client_secret) => Verdict::RequiresAction {
+                stripe_id,
+                client_secret,
+            },
             None => Verdict::Transient {
                 stripe_id: Some(stripe_id),
                 reason: "requires_action without a client secret".into(),
@@ -138,7 +168,10 @@ pub fn verdict_for_intent(pi: PaymentIntent) -> Verdict {
                     decline_code: None,
                     message: "The payment was not completed. Please try another card.".into(),
                 });
-            Verdict::Declined { stripe_id: Some(stripe_id), error }
+            Verdict::Declined {
+                stripe_id: Some(stripe_id),
+                error,
+            }
         }
         other => Verdict::Transient {
             stripe_id: Some(stripe_id),
@@ -159,7 +192,10 @@ fn verdict_for_error(err: &ApiErrors, status: u16) -> Verdict {
             stripe_id: err.payment_intent.as_ref().map(|pi| pi.id.to_string()),
             error: customer_error(err),
         },
-        (ApiErrorsType::IdempotencyError, 409) => Verdict::Transient { stripe_id: None, reason },
+        (ApiErrorsType::IdempotencyError, 409) => Verdict::Transient {
+            stripe_id: None,
+            reason,
+        },
         // Our key met different parameters: only a lookup can tell what the first request did.
         (ApiErrorsType::IdempotencyError, _) => Verdict::Unknown { reason },
         // A request Stripe refused before doing anything (bad parameters, unknown payment
@@ -171,7 +207,10 @@ fn verdict_for_error(err: &ApiErrors, status: u16) -> Verdict {
         // 5xx may have executed: same key again, and if it stays a stored 500, look it up.
         (_, 500..=599) => Verdict::Unknown { reason },
         // 401/403 (our key), 429 and anything new: not the customer's fault, try later.
-        _ => Verdict::Transient { stripe_id: None, reason },
+        _ => Verdict::Transient {
+            stripe_id: None,
+            reason,
+        },
     }
 }
 
@@ -188,7 +227,11 @@ fn customer_error(err: &ApiErrors) -> TxError {
         _ => None,
     }
     .unwrap_or_else(|| "Your payment could not be completed. Please try another card.".into());
-    TxError { code, decline_code: err.decline_code.clone(), message }
+    TxError {
+        code,
+        decline_code: err.decline_code.clone(),
+        message,
+    }
 }
 
 fn invalid_request(detail: &str) -> TxError {

@@ -38,11 +38,16 @@ impl Sweeper {
     pub async fn sweep_once(&self) -> Result<usize, String> {
         let ids = {
             let mut conn = self.db.get().await.map_err(|e| e.to_string())?;
-            txq::sweep(&mut conn, self.after, 500).await.map_err(|e| e.to_string())?
+            txq::sweep(&mut conn, self.after, 500)
+                .await
+                .map_err(|e| e.to_string())?
         };
         for id in &ids {
             // A failed push leaves the row due again after `after`; the next pass retries it.
-            self.queue.enqueue(*id, None).await.map_err(|e| e.to_string())?;
+            self.queue
+                .enqueue(*id, None)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(ids.len())
     }

@@ -20,16 +20,29 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let limit = Duration::from_secs(1);
     let pg = tokio::time::timeout(limit, async {
         let mut conn = state.db.get().await.map_err(|e| e.to_string())?;
-        diesel::sql_query("SELECT 1").execute(&mut *conn).await.map_err(|e| e.to_string())
+        diesel::sql_query("SELECT 1")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())
     });
     let mut redis = state.redis.clone();
     let rd = tokio::time::timeout(limit, async move {
-        redis::cmd("PING").query_async::<String>(&mut redis).await.map_err(|e| e.to_string())
+        redis::cmd("PING")
+            .query_async::<String>(&mut redis)
+            .await
+            .map_err(|e| e.to_string())
     });
     let (pg, rd) = tokio::join!(pg, rd);
     let pg_ok = matches!(pg, Ok(Ok(_)));
     let redis_ok = matches!(rd, Ok(Ok(_)));
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let status = if pg_ok && redis_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "postgres": word(pg_ok), "redis": word(redis_ok) })))
+    let status = if pg_ok && redis_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "postgres": word(pg_ok), "redis": word(redis_ok) })),
+    )
 }

@@ -44,7 +44,11 @@ impl From<Transaction> for TransactionView {
             error: t.error(),
             created_at: t.created_at,
             updated_at: t.updated_at,
-            client_secret: if state == TxState::RequiresAction { t.client_secret } else { None },
+            client_secret: if state == TxState::RequiresAction {
+                t.client_secret
+            } else {
+                None
+            },
         }
     }
 }
@@ -70,7 +74,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     headers
         .get("idempotency-key")
         .map(|v| {
-            let s = v.to_str().map_err(|_| ApiError::validation("Idempotency-Key", "not ASCII"))?;
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::validation("Idempotency-Key", "not ASCII"))?;
             validate_idempotency_key(s).map(str::to_owned)
         })
         .transpose()
@@ -89,8 +95,15 @@ pub async fn create(
     let scope = if merchant { "merchant" } else { "public" };
     let request_key = key.map(|k| format!("{scope}:{k}"));
     let fingerprint = request_key.as_ref().map(|_| {
-        let canonical = serde_json::to_vec(&(scope, &payment.email, &payment.payment_method, &payment.price, payment.amount, &payment.currency))
-            .unwrap_or_default();
+        let canonical = serde_json::to_vec(&(
+            scope,
+            &payment.email,
+            &payment.payment_method,
+            &payment.price,
+            payment.amount,
+            &payment.currency,
+        ))
+        .unwrap_or_default();
         hex::encode(Sha256::digest(canonical))
     });
 
@@ -124,15 +137,22 @@ pub async fn create(
     }
     let mut response = (StatusCode::ACCEPTED, AppJson(TransactionView::from(row))).into_response();
     if replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
 
 #[tracing::instrument(skip_all, fields(transaction_id = %id))]
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<AppJson<TransactionView>, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<AppJson<TransactionView>, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("transaction"))?;
     let mut conn = state.db.get().await?;
-    let row = txq::find(&mut conn, id).await?.ok_or(ApiError::NotFound("transaction"))?;
+    let row = txq::find(&mut conn, id)
+        .await?
+        .ok_or(ApiError::NotFound("transaction"))?;
     Ok(AppJson(row.into()))
 }

@@ -34,12 +34,16 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { worker: true, tweak: |_| {} }
+        Self {
+            worker: true,
+            tweak: |_| {},
+        }
     }
 }
 
 fn base_urls() -> (String, String) {
-    let db = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let db = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     (db, redis)
 }
@@ -47,7 +51,10 @@ fn base_urls() -> (String, String) {
 /// Replaces the database name at the end of a Postgres URL.
 fn with_database(url: &str, name: &str) -> String {
     let (prefix, rest) = url.rsplit_once('/').expect("DATABASE_URL has a path");
-    let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    let query = rest
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
     format!("{prefix}/{name}{query}")
 }
 
@@ -61,12 +68,21 @@ impl TestApp {
         let (db_url, redis_url) = base_urls();
         let admin_url = with_database(&db_url, "postgres");
         let db_name = format!("test_{}", Uuid::new_v4().simple());
-        let mut admin = AsyncPgConnection::establish(&admin_url).await.expect("connect to Postgres");
-        diesel::sql_query(format!("CREATE DATABASE {db_name}")).execute(&mut admin).await.unwrap();
+        let mut admin = AsyncPgConnection::establish(&admin_url)
+            .await
+            .expect("connect to Postgres");
+        diesel::sql_query(format!("CREATE DATABASE {db_name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
         let database_url = with_database(&db_url, &db_name);
-        shared::db::run_migrations(&database_url).await.expect("migrations");
+        shared::db::run_migrations(&database_url)
+            .await
+            .expect("migrations");
 
-        let sim = stripe_sim::Sim::spawn(SimConfig::default()).await.expect("start stripe-sim");
+        let sim = stripe_sim::Sim::spawn(SimConfig::default())
+            .await
+            .expect("start stripe-sim");
         let mut settings = Settings::from_env().expect("settings");
         settings.database_url = database_url;
         settings.redis_url = redis_url;
@@ -96,12 +112,19 @@ impl TestApp {
             stops: vec![],
             tasks: vec![],
         };
-        let server = api::startup::Application::build(settings.clone()).await.expect("build api");
+        let server = api::startup::Application::build(settings.clone())
+            .await
+            .expect("build api");
         app.base = format!("http://{}", server.local_addr().unwrap());
         let (tx, rx) = oneshot::channel();
         app.stops.push(tx);
         app.tasks.push(tokio::spawn(async move {
-            server.run_until_stopped(async { let _ = rx.await; }).await.unwrap();
+            server
+                .run_until_stopped(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
         }));
         if opts.worker {
             app.start_worker();
@@ -115,12 +138,19 @@ impl TestApp {
         self.stops.push(tx);
         let settings = self.settings.clone();
         self.tasks.push(tokio::spawn(async move {
-            worker::startup::run(settings, async { let _ = rx.await; }).await.unwrap();
+            worker::startup::run(settings, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
         }));
     }
 
     pub async fn post(&self, body: &Value, headers: &[(&str, &str)]) -> (u16, Value, HeaderMap) {
-        let mut req = self.client.post(format!("{}/transactions", self.base)).json(body);
+        let mut req = self
+            .client
+            .post(format!("{}/transactions", self.base))
+            .json(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -128,10 +158,18 @@ impl TestApp {
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), headers)
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            headers,
+        )
     }
 
-    pub async fn post_raw(&self, body: impl Into<reqwest::Body>, content_type: &str) -> (u16, Value) {
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        content_type: &str,
+    ) -> (u16, Value) {
         let res = self
             .client
             .post(format!("{}/transactions", self.base))
@@ -142,14 +180,25 @@ impl TestApp {
             .unwrap();
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let res = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// A browser purchase of `price` with `payment_method`.
@@ -169,18 +218,28 @@ impl TestApp {
             if states.iter().any(|s| body["state"] == *s) {
                 return body;
             }
-            assert!(Instant::now() < deadline, "transaction {id} never reached {states:?}: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "transaction {id} never reached {states:?}: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn db(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.settings.database_url).await.unwrap()
+        AsyncPgConnection::establish(&self.settings.database_url)
+            .await
+            .unwrap()
     }
 
     pub async fn count_rows(&self) -> i64 {
         let mut conn = self.db().await;
-        shared::transactions::count_by_state(&mut conn).await.unwrap().iter().map(|(_, n)| n).sum()
+        shared::transactions::count_by_state(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Number of jobs ever pushed to this test's queue (its data hash holds one per task).
@@ -188,16 +247,32 @@ impl TestApp {
         let client = redis::Client::open(self.settings.redis_url.as_str()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let key = format!("{}:data", self.settings.charge_queue());
-        redis::cmd("HLEN").arg(key).query_async::<usize>(&mut conn).await.unwrap()
+        redis::cmd("HLEN")
+            .arg(key)
+            .query_async::<usize>(&mut conn)
+            .await
+            .unwrap()
     }
 
     /// Successful charges stripe-sim made for one transaction.
     pub fn charges_for(&self, id: &str) -> usize {
-        self.sim.sim.ledger().charges.iter().filter(|c| c.transaction_id.as_deref() == Some(id)).count()
+        self.sim
+            .sim
+            .ledger()
+            .charges
+            .iter()
+            .filter(|c| c.transaction_id.as_deref() == Some(id))
+            .count()
     }
 
     pub fn intents_for(&self, id: &str) -> usize {
-        self.sim.sim.ledger().payment_intents.iter().filter(|p| p.transaction_id.as_deref() == Some(id)).count()
+        self.sim
+            .sim
+            .ledger()
+            .payment_intents
+            .iter()
+            .filter(|p| p.transaction_id.as_deref() == Some(id))
+            .count()
     }
 }
 
@@ -210,34 +285,52 @@ impl Drop for TestApp {
             task.abort();
         }
         let (db_name, admin_url) = (self.db_name.clone(), self.admin_url.clone());
-        let (redis_url, ns) = (self.settings.redis_url.clone(), self.settings.queue_namespace.clone());
+        let (redis_url, ns) = (
+            self.settings.redis_url.clone(),
+            self.settings.queue_namespace.clone(),
+        );
         // Drop cannot await: clean up on a thread with its own runtime, and wait for it.
         let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url).await {
-                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-                        .execute(&mut admin)
-                        .await;
+                    let _ = diesel::sql_query(format!(
+                        "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
+                    ))
+                    .execute(&mut admin)
+                    .await;
                 }
-                if let Ok(client) = redis::Client::open(redis_url.as_str()) {
-                    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                        let keys: Vec<String> = redis::cmd("KEYS")
-                            .arg(format!("{ns}*"))
+                let client = redis::Client::open(redis_url.as_str());
+                if let Ok(client) = client
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{ns}*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+                    }
+                    let members: Vec<String> = redis::cmd("ZRANGE")
+                        .arg("core:apalis:queues:list")
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    let ours: Vec<&String> =
+                        members.iter().filter(|m| m.starts_with(&ns)).collect();
+                    if !ours.is_empty() {
+                        let _: Result<(), _> = redis::cmd("ZREM")
+                            .arg("core:apalis:queues:list")
+                            .arg(ours)
                             .query_async(&mut conn)
-                            .await
-                            .unwrap_or_default();
-                        if !keys.is_empty() {
-                            let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-                        }
-                        let members: Vec<String> = redis::cmd("ZRANGE")
-                            .arg("core:apalis:queues:list").arg(0).arg(-1)
-                            .query_async(&mut conn).await.unwrap_or_default();
-                        let ours: Vec<&String> = members.iter().filter(|m| m.starts_with(&ns)).collect();
-                        if !ours.is_empty() {
-                            let _: Result<(), _> =
-                                redis::cmd("ZREM").arg("core:apalis:queues:list").arg(ours).query_async(&mut conn).await;
-                        }
+                            .await;
                     }
                 }
             });

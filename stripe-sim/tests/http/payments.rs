@@ -242,6 +242,15 @@ async fn v1_requires_a_test_secret_key() {
         .await
         .unwrap();
     assert_eq!(unauthenticated_get.status(), 401);
+    // `curl -u sk_test_...:` style Basic auth works, as with Stripe.
+    let basic = h
+        .http
+        .get(h.url("/v1/payment_intents/pi_1"))
+        .basic_auth(KEY, Some(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 404);
     // /sim routes need no key.
     assert_eq!(
         h.http

@@ -38,7 +38,10 @@ pub struct ChargeContext {
 pub struct Redeliver(String);
 
 #[tracing::instrument(skip_all, fields(transaction_id = %job.transaction_id))]
-pub async fn stripe_charge(job: StripeCharge, ctx: Data<Arc<ChargeContext>>) -> Result<(), BoxDynError> {
+pub async fn stripe_charge(
+    job: StripeCharge,
+    ctx: Data<Arc<ChargeContext>>,
+) -> Result<(), BoxDynError> {
     run(&ctx, job).await.map_err(|e| {
         tracing::warn!(error = %e, "charge job will be redelivered");
         Box::new(e) as BoxDynError
@@ -51,7 +54,10 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
 
     let claimed = {
         let mut conn = ctx.db.get().await.map_err(|e| db_err(&e))?;
-        match txq::claim(&mut conn, id, &ctx.owner, ctx.lease).await.map_err(|e| db_err(&e))? {
+        match txq::claim(&mut conn, id, &ctx.owner, ctx.lease)
+            .await
+            .map_err(|e| db_err(&e))?
+        {
             Some(row) => row,
             None => return not_claimed(&mut conn, id).await,
         }
@@ -62,7 +68,9 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
     tracing::info!(attempt = claimed.attempts, outcome = ?outcome_name(&outcome), "charge attempt done");
 
     let mut conn = ctx.db.get().await.map_err(|e| db_err(&e))?;
-    let recorded = txq::record(&mut conn, id, &ctx.owner, &outcome).await.map_err(|e| db_err(&e))?;
+    let recorded = txq::record(&mut conn, id, &ctx.owner, &outcome)
+        .await
+        .map_err(|e| db_err(&e))?;
     drop(conn);
     if let (Some(_), Outcome::Retry { delay, .. }) = (recorded, &outcome) {
         // If this push fails the row still says when it is due, and the sweeper re-enqueues it.
@@ -76,12 +84,21 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
 
 /// Why the claim failed decides whether this delivery is dropped or retried.
 async fn not_claimed(conn: &mut shared::db::PgConn<'_>, id: uuid::Uuid) -> Result<(), Redeliver> {
-    let row = txq::find(conn, id).await.map_err(|e| Redeliver(format!("postgres: {e}")))?;
+    let row = txq::find(conn, id)
+        .await
+        .map_err(|e| Redeliver(format!("postgres: {e}")))?;
     match row {
         None => tracing::warn!("no such transaction; dropping the job"),
-        Some(t) if t.lease_expires_at.is_some_and(|until| until > chrono::Utc::now()) && !t.tx_state().is_final() => {
+        Some(t)
+            if t.lease_expires_at
+                .is_some_and(|until| until > chrono::Utc::now())
+                && !t.tx_state().is_final() =>
+        {
             // Another delivery holds the lease; come back after it could have expired.
-            return Err(Redeliver(format!("leased by {}", t.lease_owner.unwrap_or_default())));
+            return Err(Redeliver(format!(
+                "leased by {}",
+                t.lease_owner.unwrap_or_default()
+            )));
         }
         Some(t) => tracing::debug!(state = %t.state, "nothing to do for this delivery"),
     }
@@ -97,10 +114,15 @@ async fn decide(ctx: &ChargeContext, txn: &Transaction) -> Verdict {
     }
     match ctx.stripe.charge(txn).await {
         // The same key keeps replaying an ambiguous answer (a stored 500): look it up.
-        Verdict::Unknown { reason } if txn.attempts >= 3 => match ctx.stripe.find_by_transaction(txn).await {
-            Ok(Some(found)) => found,
-            _ => Verdict::Transient { stripe_id: None, reason },
-        },
+        Verdict::Unknown { reason } if txn.attempts >= 3 => {
+            match ctx.stripe.find_by_transaction(txn).await {
+                Ok(Some(found)) => found,
+                _ => Verdict::Transient {
+                    stripe_id: None,
+                    reason,
+                },
+            }
+        }
         v => v,
     }
 }
@@ -126,7 +148,13 @@ async fn resolve(ctx: &ChargeContext, txn: &Transaction) -> Verdict {
 fn outcome_for(retry: &RetrySettings, txn: &Transaction, verdict: Verdict) -> Outcome {
     match verdict {
         Verdict::Succeeded { stripe_id } => Outcome::Complete { stripe_id },
-        Verdict::RequiresAction { stripe_id, client_secret } => Outcome::RequiresAction { stripe_id, client_secret },
+        Verdict::RequiresAction {
+            stripe_id,
+            client_secret,
+        } => Outcome::RequiresAction {
+            stripe_id,
+            client_secret,
+        },
         Verdict::Declined { stripe_id, error } => Outcome::Failed { stripe_id, error },
         Verdict::Transient { stripe_id, reason } => Outcome::Retry {
             stripe_id,

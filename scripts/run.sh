@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make run`: migrate, then start stripe-sim (when no real Stripe key is set), the api and the
+# worker in the foreground; Ctrl-C stops all three.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -f .env ]; then set -a; . ./.env; set +a; fi
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/payments}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+
+cargo build --release --bin api --bin worker --bin stripe-sim
+bin=target/release
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
+  export STRIPE_SIM_ADDR="${STRIPE_SIM_ADDR:-127.0.0.1:12111}"
+  export STRIPE_SECRET_KEY=sk_test_simulator
+  export STRIPE_API_BASE="http://${STRIPE_SIM_ADDR}"
+  echo "STRIPE_SECRET_KEY is unset: charging against stripe-sim at ${STRIPE_API_BASE}"
+  "$bin/stripe-sim" & pids+=($!)
+fi
+
+"$bin/api" migrate
+"$bin/api" & pids+=($!)
+"$bin/worker" & pids+=($!)
+echo "api on http://${API_ADDR:-127.0.0.1:8080} — try:"
+echo "  curl -s -XPOST http://${API_ADDR:-127.0.0.1:8080}/transactions -H 'content-type: application/json' \\"
+echo "       -d '{\"price\":\"basic\",\"email\":\"you@example.com\",\"payment_method\":\"pm_card_visa\"}'"
+wait -n "${pids[@]}"
