@@ -232,3 +232,24 @@ async fn other_errors_parse_too() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn dropped_connection_is_a_client_error_and_the_retry_replays() {
+    let (sim, client) = setup().await;
+    sim.sim.set_faults(Faults {
+        drop_after: 1.0,
+        ..Faults::default()
+    });
+    let err = send_with_key(&client, create("pm_card_visa", "tx_drop"), "key-drop")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StripeError::ClientError(_)), "{err:?}");
+    sim.sim.set_faults(Faults::default());
+    let pi = send_with_key(&client, create("pm_card_visa", "tx_drop"), "key-drop")
+        .await
+        .unwrap();
+    assert_eq!(pi.status, PaymentIntentStatus::Succeeded);
+    let ledger = sim.sim.ledger();
+    assert_eq!(ledger.charges_for("tx_drop").len(), 1);
+    assert_eq!(ledger.charges[0].payment_intent, pi.id.as_str());
+}

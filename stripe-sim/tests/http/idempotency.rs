@@ -180,3 +180,39 @@ async fn keys_expire_after_the_ttl() {
     assert_ne!(fresh.json["id"], first.json["id"]);
     assert_eq!(h.sim().ledger().charges.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_retries_with_one_key_charge_once() {
+    let h = start(Config::default()).await;
+    h.sim().set_faults(Faults {
+        latency_ms: 100,
+        ..Faults::default()
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let http = h.http.clone();
+        let url = h.url("/v1/payment_intents");
+        tasks.push(tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(KEY)
+                .header("Idempotency-Key", "key-race")
+                .form(&charge("pm_card_visa", "tx_race"))
+                .send()
+                .await
+                .unwrap();
+            let replayed = resp.headers().contains_key("idempotent-replayed");
+            (resp.status().as_u16(), replayed)
+        }));
+    }
+    let mut executed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (200, false) => executed += 1,
+            (200, true) | (409, _) => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(executed, 1, "exactly one request executes");
+    assert_eq!(h.sim().ledger().charges_for("tx_race").len(), 1);
+}
