@@ -33,4 +33,4 @@ CREATE TABLE transactions (
 
 -- The sweeper's scan: unfinished payments ordered by when they are due.
 CREATE INDEX transactions_unfinished_idx ON transactions (next_attempt_at)
-    WHERE state IN ('pending', 'processing');
+    WHERE state IN ('pending', 'processing', 'requires_action');

@@ -29,6 +29,9 @@ pub struct StripeSettings {
     /// Per-request timeout; far below Stripe's SDK default of 80 s so a stalled call frees its
     /// worker slot quickly (the retry uses the same idempotency key, so nothing is lost).
     pub timeout: Duration,
+    /// `pk_...`: with it the checkout page uses Stripe.js; without it, the test-card picker
+    /// (development against stripe-sim). Not a secret: it is sent to browsers.
+    pub publishable_key: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -96,6 +99,7 @@ impl Settings {
                 secret_key: var("STRIPE_SECRET_KEY").map(Secret::new),
                 api_base: var("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into()),
                 timeout: stripe_timeout,
+                publishable_key: var("STRIPE_PUBLISHABLE_KEY"),
             },
             worker: WorkerSettings {
                 concurrency: parsed("WORKER_CONCURRENCY", 10)?,

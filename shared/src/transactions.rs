@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Interval, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -57,8 +57,8 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<Option<Tra
 }
 
 /// Claims the transaction for one Stripe call: takes a lease (or an expired one over), counts
-/// the attempt and moves `pending` to `processing`. `None` when the row is finished, waiting
-/// for the customer, leased by a live worker, or not due yet.
+/// the attempt and moves `pending` to `processing` (`requires_action` stays: the call re-reads
+/// the intent). `None` when the row is finished, leased by a live worker, or not due yet.
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     id: Uuid,
@@ -73,7 +73,7 @@ pub async fn claim(
              state = CASE WHEN state = 'pending' THEN 'processing' ELSE state END,
              updated_at = now()
          WHERE id = $1
-           AND state IN ('pending', 'processing')
+           AND state IN ('pending', 'processing', 'requires_action')
            AND (lease_expires_at IS NULL OR lease_expires_at < now())
            -- one second of slack for clock skew between Redis' scheduler and Postgres
            AND next_attempt_at <= now() + interval '1 second'
@@ -93,9 +93,12 @@ pub enum Outcome {
     Complete {
         stripe_id: String,
     },
+    /// 3-D Secure pending; the row is checked against Stripe again after `recheck_in` (and at
+    /// once when the browser reports the challenge done).
     RequiresAction {
         stripe_id: String,
         client_secret: String,
+        recheck_in: Duration,
     },
     Failed {
         stripe_id: Option<String>,
@@ -109,6 +112,68 @@ pub enum Outcome {
     },
 }
 
+/// One guarded UPDATE, described by name rather than by position.
+struct Change<'a> {
+    /// `None` keeps the state (a retry never moves `requires_action` back to `processing`).
+    state: Option<TxState>,
+    from: &'a [&'a str],
+    stripe_id: Option<&'a str>,
+    client_secret: Option<&'a str>,
+    error: Option<&'a TxError>,
+    reason: Option<&'a str>,
+    due_in: Option<Duration>,
+    /// Only the lease holder may write this change.
+    holder_only: bool,
+}
+
+impl Outcome {
+    fn change(&self) -> Change<'_> {
+        let base = Change {
+            state: None,
+            from: &[],
+            stripe_id: None,
+            client_secret: None,
+            error: None,
+            reason: None,
+            due_in: None,
+            holder_only: false,
+        };
+        match self {
+            Outcome::Complete { stripe_id } => Change {
+                state: Some(TxState::Complete),
+                from: TxState::Complete.predecessors(),
+                stripe_id: Some(stripe_id),
+                ..base
+            },
+            Outcome::RequiresAction { stripe_id, client_secret, recheck_in } => Change {
+                state: Some(TxState::RequiresAction),
+                // Re-reading an intent still waiting for the customer is a legal no-op move.
+                from: &["pending", "processing", "requires_action"],
+                stripe_id: Some(stripe_id),
+                client_secret: Some(client_secret),
+                due_in: Some(*recheck_in),
+                ..base
+            },
+            Outcome::Failed { stripe_id, error } => Change {
+                state: Some(TxState::Failed),
+                from: TxState::Failed.predecessors(),
+                stripe_id: stripe_id.as_deref(),
+                error: Some(error),
+                ..base
+            },
+            Outcome::Retry { stripe_id, reason, delay } => Change {
+                state: None,
+                from: &["processing", "requires_action"],
+                stripe_id: stripe_id.as_deref(),
+                reason: Some(reason),
+                due_in: Some(*delay),
+                holder_only: true,
+                ..base
+            },
+        }
+    }
+}
+
 /// Writes `outcome` and releases the lease. Final outcomes are written whoever holds the lease
 /// (Stripe's answer is the truth); a retry is written only by the lease holder, so a worker
 /// whose lease was taken over cannot push the new holder's schedule around. Returns the row
@@ -119,57 +184,12 @@ pub async fn record(
     owner: &str,
     outcome: &Outcome,
 ) -> DbResult<Option<Transaction>> {
-    let (state, stripe_id, secret, error, reason, delay) = match outcome {
-        Outcome::Complete { stripe_id } => (
-            TxState::Complete,
-            Some(stripe_id.clone()),
-            None,
-            None,
-            None,
-            None,
-        ),
-        Outcome::RequiresAction {
-            stripe_id,
-            client_secret,
-        } => (
-            TxState::RequiresAction,
-            Some(stripe_id.clone()),
-            Some(client_secret.clone()),
-            None,
-            None,
-            None,
-        ),
-        Outcome::Failed { stripe_id, error } => (
-            TxState::Failed,
-            stripe_id.clone(),
-            None,
-            Some(error.clone()),
-            None,
-            None,
-        ),
-        Outcome::Retry {
-            stripe_id,
-            reason,
-            delay,
-        } => (
-            TxState::Processing,
-            stripe_id.clone(),
-            None,
-            None,
-            Some(reason.clone()),
-            Some(*delay),
-        ),
-    };
-    let from: Vec<&str> = if delay.is_some() {
-        vec!["processing"]
-    } else {
-        state.predecessors().to_vec()
-    };
+    let c = outcome.change();
     diesel::sql_query(
         "UPDATE transactions SET
-             state = $2,
+             state = COALESCE($2, state),
              stripe_id = COALESCE($3, stripe_id),
-             client_secret = $4,
+             client_secret = COALESCE($4, client_secret),
              error_code = $5,
              error_decline_code = $6,
              error_message = $7,
@@ -181,23 +201,35 @@ pub async fn record(
              updated_at = now()
          WHERE id = $1
            AND state = ANY($10)
-           AND ($9::bigint IS NULL OR lease_owner = $11)
+           AND (NOT $12 OR lease_owner = $11)
          RETURNING *",
     )
     .bind::<SqlUuid, _>(id)
-    .bind::<Text, _>(state.as_str())
-    .bind::<Nullable<Text>, _>(stripe_id)
-    .bind::<Nullable<Text>, _>(secret)
-    .bind::<Nullable<Text>, _>(error.as_ref().map(|e| e.code.clone()))
-    .bind::<Nullable<Text>, _>(error.as_ref().and_then(|e| e.decline_code.clone()))
-    .bind::<Nullable<Text>, _>(error.as_ref().map(|e| e.message.clone()))
-    .bind::<Nullable<Text>, _>(reason)
-    .bind::<Nullable<BigInt>, _>(delay.map(|d| d.as_millis().min(i64::MAX as u128) as i64))
-    .bind::<Array<Text>, _>(from)
+    .bind::<Nullable<Text>, _>(c.state.map(TxState::as_str))
+    .bind::<Nullable<Text>, _>(c.stripe_id)
+    .bind::<Nullable<Text>, _>(c.client_secret)
+    .bind::<Nullable<Text>, _>(c.error.map(|e| e.code.as_str()))
+    .bind::<Nullable<Text>, _>(c.error.and_then(|e| e.decline_code.as_deref()))
+    .bind::<Nullable<Text>, _>(c.error.map(|e| e.message.as_str()))
+    .bind::<Nullable<Text>, _>(c.reason)
+    .bind::<Nullable<BigInt>, _>(c.due_in.map(|d| d.as_millis().min(i64::MAX as u128) as i64))
+    .bind::<Array<Text>, _>(c.from)
     .bind::<Text, _>(owner)
+    .bind::<Bool, _>(c.holder_only)
     .get_result(conn)
     .await
     .optional()
+}
+
+/// Asks for the transaction to be checked against Stripe now (the browser finished a 3-D
+/// Secure challenge). Returns whether the row is one a worker will look at.
+pub async fn recheck_now(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<bool> {
+    let n = diesel::update(dsl::transactions.find(id))
+        .filter(dsl::state.eq_any(["pending", "processing", "requires_action"]))
+        .set(dsl::next_attempt_at.eq(diesel::dsl::now))
+        .execute(conn)
+        .await?;
+    Ok(n == 1)
 }
 
 /// Finds unfinished payments whose job looks lost (due for longer than `after`, no live lease)
@@ -217,7 +249,7 @@ pub async fn sweep(
         "UPDATE transactions SET next_attempt_at = now()
          WHERE id IN (
              SELECT id FROM transactions
-             WHERE state IN ('pending', 'processing')
+             WHERE state IN ('pending', 'processing', 'requires_action')
                AND next_attempt_at < now() - $1
                AND (lease_expires_at IS NULL OR lease_expires_at < now())
              ORDER BY next_attempt_at

@@ -44,6 +44,7 @@ pub async fn run(
         stripe: Stripe::new(&settings.stripe)?,
         retry: w.retry.clone(),
         lease: w.lease,
+        recheck: w.sweep_after,
         owner: name.clone(),
     });
 

@@ -27,6 +27,8 @@ pub struct ChargeContext {
     pub stripe: Stripe,
     pub retry: RetrySettings,
     pub lease: Duration,
+    /// How long a payment waiting for 3-D Secure rests before the worker reads it again.
+    pub recheck: Duration,
     /// This process's worker name: the lease owner written into claimed rows.
     pub owner: String,
 }
@@ -64,7 +66,7 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
     }; // The pooled connection goes back before the Stripe call, which can take seconds.
 
     let verdict = decide(ctx, &claimed).await;
-    let outcome = outcome_for(&ctx.retry, &claimed, verdict);
+    let outcome = outcome_for(ctx, &claimed, verdict);
     tracing::info!(attempt = claimed.attempts, outcome = ?outcome_name(&outcome), "charge attempt done");
 
     let mut conn = ctx.db.get().await.map_err(|e| db_err(&e))?;
@@ -145,7 +147,8 @@ async fn resolve(ctx: &ChargeContext, txn: &Transaction) -> Verdict {
     }
 }
 
-fn outcome_for(retry: &RetrySettings, txn: &Transaction, verdict: Verdict) -> Outcome {
+fn outcome_for(ctx: &ChargeContext, txn: &Transaction, verdict: Verdict) -> Outcome {
+    let retry = &ctx.retry;
     match verdict {
         Verdict::Succeeded { stripe_id } => Outcome::Complete { stripe_id },
         Verdict::RequiresAction {
@@ -154,6 +157,7 @@ fn outcome_for(retry: &RetrySettings, txn: &Transaction, verdict: Verdict) -> Ou
         } => Outcome::RequiresAction {
             stripe_id,
             client_secret,
+            recheck_in: ctx.recheck,
         },
         Verdict::Declined { stripe_id, error } => Outcome::Failed { stripe_id, error },
         Verdict::Transient { stripe_id, reason } => Outcome::Retry {
