@@ -32,6 +32,12 @@ pub struct StripeSettings {
     /// `pk_...`: with it the checkout page uses Stripe.js; without it, the test-card picker
     /// (development against stripe-sim). Not a secret: it is sent to browsers.
     pub publishable_key: Option<String>,
+    /// Requests per second toward Stripe across every worker process (0: no limit).
+    pub rate_limit: u64,
+    /// Consecutive outage-like failures that open the circuit breaker...
+    pub breaker_threshold: u32,
+    /// ...and how long it stays open before one probe call.
+    pub breaker_cooldown: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +106,9 @@ impl Settings {
                 api_base: var("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into()),
                 timeout: stripe_timeout,
                 publishable_key: var("STRIPE_PUBLISHABLE_KEY"),
+                rate_limit: parsed("STRIPE_RATE_LIMIT", 25)?,
+                breaker_threshold: parsed("STRIPE_BREAKER_THRESHOLD", 5)?,
+                breaker_cooldown: millis("STRIPE_BREAKER_COOLDOWN_MS", 5_000)?,
             },
             worker: WorkerSettings {
                 concurrency: parsed("WORKER_CONCURRENCY", 10)?,

@@ -145,7 +145,11 @@ impl Outcome {
                 stripe_id: Some(stripe_id),
                 ..base
             },
-            Outcome::RequiresAction { stripe_id, client_secret, recheck_in } => Change {
+            Outcome::RequiresAction {
+                stripe_id,
+                client_secret,
+                recheck_in,
+            } => Change {
                 state: Some(TxState::RequiresAction),
                 // Re-reading an intent still waiting for the customer is a legal no-op move.
                 from: &["pending", "processing", "requires_action"],
@@ -161,7 +165,11 @@ impl Outcome {
                 error: Some(error),
                 ..base
             },
-            Outcome::Retry { stripe_id, reason, delay } => Change {
+            Outcome::Retry {
+                stripe_id,
+                reason,
+                delay,
+            } => Change {
                 state: None,
                 from: &["processing", "requires_action"],
                 stripe_id: stripe_id.as_deref(),

@@ -41,7 +41,7 @@ pub async fn run(
     let ctx = Arc::new(ChargeContext {
         db: db.clone(),
         queue: queue.clone(),
-        stripe: Stripe::new(&settings.stripe)?,
+        stripe: Stripe::new(&settings.stripe, conn.clone(), &settings.queue_namespace)?,
         retry: w.retry.clone(),
         lease: w.lease,
         recheck: w.sweep_after,

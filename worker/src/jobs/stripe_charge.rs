@@ -1,16 +1,20 @@
 //! The `StripeCharge` job: one attempt at charging one transaction.
 //!
-//! 1. Claim the row in Postgres (a lease, so two deliveries never call Stripe at once; the
-//!    attempt is counted there, so crashes cannot make it unbounded).
-//! 2. One Stripe call with the transaction's own idempotency key.
-//! 3. Record what Stripe said, forward-only; for a transient failure, schedule the next
-//!    attempt as a new delayed job. When attempts run out or the answer is ambiguous, look
-//!    the PaymentIntent up instead of guessing.
+//! 1. While the circuit breaker is open, put the job back for later: no Stripe call, no
+//!    attempt spent.
+//! 2. Claim the row in Postgres (a lease, so two deliveries never call Stripe at once; the
+//!    attempt is counted there, so crashes cannot make retries unbounded).
+//! 3. One Stripe call with the transaction's own idempotency key, or a lookup when attempts
+//!    are spent or the answer stays ambiguous.
+//! 4. Record what Stripe said, forward-only; for a transient failure, schedule the next
+//!    attempt as a new delayed job.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::{BoxDynError, Data};
+use chrono::Utc;
+use rand::Rng;
 use shared::db::PgPool;
 use shared::jobs::{ChargeQueue, StripeCharge};
 use shared::models::{Transaction, TxError};
@@ -19,6 +23,13 @@ use shared::transactions::{self as txq, Outcome};
 
 use crate::retry::backoff;
 use crate::stripe::{Stripe, Verdict};
+
+/// Stripe may forget an idempotency key after 24 hours; past this age a create could run
+/// again, so the intent is looked up first.
+const KEY_SAFE_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(23);
+
+/// Ambiguous answers (5xx) tolerated with the same key before the intent is looked up.
+const UNKNOWN_BEFORE_LOOKUP: i32 = 3;
 
 /// What every job needs; one per worker process, shared behind an `Arc`.
 pub struct ChargeContext {
@@ -34,10 +45,14 @@ pub struct ChargeContext {
 }
 
 /// An error that makes apalis re-deliver the job later (its own short backoff). Used only when
-/// we could not even record anything: Postgres or Redis unreachable, or another worker's lease.
+/// nothing could be recorded: Postgres or Redis unreachable, or another worker's lease.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Redeliver(String);
+
+fn db_err(e: impl std::fmt::Display) -> Redeliver {
+    Redeliver(format!("postgres: {e}"))
+}
 
 #[tracing::instrument(skip_all, fields(transaction_id = %job.transaction_id))]
 pub async fn stripe_charge(
@@ -52,13 +67,22 @@ pub async fn stripe_charge(
 
 async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
     let id = job.transaction_id;
-    let db_err = |e: &dyn std::fmt::Display| Redeliver(format!("postgres: {e}"));
+    if let Err(wait) = ctx.stripe.breaker.allow() {
+        // Spread the returning jobs over a second so the probe is not followed by a stampede.
+        let jitter = Duration::from_millis(rand::rng().random_range(0..1000));
+        tracing::debug!(?wait, "circuit open: job put back");
+        return ctx
+            .queue
+            .enqueue(id, Some(wait + jitter))
+            .await
+            .map_err(|e| Redeliver(e.to_string()));
+    }
 
     let claimed = {
-        let mut conn = ctx.db.get().await.map_err(|e| db_err(&e))?;
+        let mut conn = ctx.db.get().await.map_err(db_err)?;
         match txq::claim(&mut conn, id, &ctx.owner, ctx.lease)
             .await
-            .map_err(|e| db_err(&e))?
+            .map_err(db_err)?
         {
             Some(row) => row,
             None => return not_claimed(&mut conn, id).await,
@@ -67,12 +91,16 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
 
     let verdict = decide(ctx, &claimed).await;
     let outcome = outcome_for(ctx, &claimed, verdict);
-    tracing::info!(attempt = claimed.attempts, outcome = ?outcome_name(&outcome), "charge attempt done");
+    tracing::info!(
+        attempt = claimed.attempts,
+        outcome = outcome_name(&outcome),
+        "charge attempt done"
+    );
 
-    let mut conn = ctx.db.get().await.map_err(|e| db_err(&e))?;
+    let mut conn = ctx.db.get().await.map_err(db_err)?;
     let recorded = txq::record(&mut conn, id, &ctx.owner, &outcome)
         .await
-        .map_err(|e| db_err(&e))?;
+        .map_err(db_err)?;
     drop(conn);
     if let (Some(_), Outcome::Retry { delay, .. }) = (recorded, &outcome) {
         // If this push fails the row still says when it is due, and the sweeper re-enqueues it.
@@ -86,15 +114,11 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
 
 /// Why the claim failed decides whether this delivery is dropped or retried.
 async fn not_claimed(conn: &mut shared::db::PgConn<'_>, id: uuid::Uuid) -> Result<(), Redeliver> {
-    let row = txq::find(conn, id)
-        .await
-        .map_err(|e| Redeliver(format!("postgres: {e}")))?;
-    match row {
+    match txq::find(conn, id).await.map_err(db_err)? {
         None => tracing::warn!("no such transaction; dropping the job"),
         Some(t)
-            if t.lease_expires_at
-                .is_some_and(|until| until > chrono::Utc::now())
-                && !t.tx_state().is_final() =>
+            if !t.tx_state().is_final()
+                && t.lease_expires_at.is_some_and(|until| until > Utc::now()) =>
         {
             // Another delivery holds the lease; come back after it could have expired.
             return Err(Redeliver(format!(
@@ -107,25 +131,38 @@ async fn not_claimed(conn: &mut shared::db::PgConn<'_>, id: uuid::Uuid) -> Resul
     Ok(())
 }
 
-/// The Stripe call, or only a lookup once attempts are spent.
+/// The Stripe call, or only a lookup when a create would not be safe or useful.
 async fn decide(ctx: &ChargeContext, txn: &Transaction) -> Verdict {
     if txn.attempts > ctx.retry.max_attempts {
         // Every create was answered or timed out at least one backoff ago, so none can still
         // be executing: ask Stripe what happened instead of sending again.
         return resolve(ctx, txn).await;
     }
+    if txn.stripe_id.is_none() && Utc::now() - txn.created_at > KEY_SAFE_AGE {
+        // Our key may have expired at Stripe: a create could charge a second time.
+        match ctx.stripe.find_by_transaction(txn).await {
+            Ok(Some(found)) => return found,
+            Ok(None) => {}
+            Err(e) => return transient(format!("lookup failed: {e}")),
+        }
+    }
     match ctx.stripe.charge(txn).await {
         // The same key keeps replaying an ambiguous answer (a stored 500): look it up.
-        Verdict::Unknown { reason } if txn.attempts >= 3 => {
+        Verdict::Unknown { reason } if txn.attempts >= UNKNOWN_BEFORE_LOOKUP => {
             match ctx.stripe.find_by_transaction(txn).await {
                 Ok(Some(found)) => found,
-                _ => Verdict::Transient {
-                    stripe_id: None,
-                    reason,
-                },
+                _ => Verdict::Unknown { reason },
             }
         }
         v => v,
+    }
+}
+
+fn transient(reason: String) -> Verdict {
+    Verdict::Transient {
+        stripe_id: None,
+        reason,
+        retry_after: None,
     }
 }
 
@@ -140,15 +177,18 @@ async fn resolve(ctx: &ChargeContext, txn: &Transaction) -> Verdict {
             error: TxError {
                 code: "processing_error".into(),
                 decline_code: None,
-                message: "We could not reach the card processor. You have not been charged; please try again.".into(),
+                message: "We could not reach the card processor. You have not been charged; please try again."
+                    .into(),
             },
         },
-        Err(e) => Verdict::Transient { stripe_id: None, reason: format!("lookup failed: {e}") },
+        Err(e) => transient(format!("lookup failed: {e}")),
     }
 }
 
 fn outcome_for(ctx: &ChargeContext, txn: &Transaction, verdict: Verdict) -> Outcome {
-    let retry = &ctx.retry;
+    let delay = |at_least: Option<Duration>| {
+        backoff(&ctx.retry, txn.attempts).max(at_least.unwrap_or_default())
+    };
     match verdict {
         Verdict::Succeeded { stripe_id } => Outcome::Complete { stripe_id },
         Verdict::RequiresAction {
@@ -160,15 +200,19 @@ fn outcome_for(ctx: &ChargeContext, txn: &Transaction, verdict: Verdict) -> Outc
             recheck_in: ctx.recheck,
         },
         Verdict::Declined { stripe_id, error } => Outcome::Failed { stripe_id, error },
-        Verdict::Transient { stripe_id, reason } => Outcome::Retry {
+        Verdict::Transient {
             stripe_id,
             reason,
-            delay: backoff(retry, txn.attempts),
+            retry_after,
+        } => Outcome::Retry {
+            stripe_id,
+            reason,
+            delay: delay(retry_after),
         },
         Verdict::Unknown { reason } => Outcome::Retry {
             stripe_id: None,
             reason,
-            delay: backoff(retry, txn.attempts),
+            delay: delay(None),
         },
     }
 }

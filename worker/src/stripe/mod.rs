@@ -1,18 +1,29 @@
-//! The Stripe calls the worker makes (async-stripe's typed PaymentIntent API) and what their
-//! answers mean for a transaction.
+//! The Stripe calls the worker makes (async-stripe's typed PaymentIntent API, sent through our
+//! [`http::HttpClient`]) and what their answers mean for a transaction.
+//!
+//! - [`http`]: pooled connections, response headers kept with each error.
+//! - [`breaker`]: backs the whole worker off while Stripe is down.
+//! - [`ratelimit`]: one request budget for every worker process, kept in Redis.
+
+pub mod breaker;
+pub mod http;
+pub mod ratelimit;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use apalis_redis::ConnectionManager;
 use shared::models::{Transaction, TxError};
 use shared::settings::StripeSettings;
-use stripe::{
-    ApiErrors, ApiErrorsType, Client, ClientBuilder, RequestStrategy, StripeError, StripeRequest,
-};
+use stripe::{ApiErrors, ApiErrorsType, RequestStrategy, StripeRequest};
 use stripe_core::payment_intent::{
     CreatePaymentIntent, RetrievePaymentIntent, SearchPaymentIntent,
 };
 use stripe_core::{PaymentIntent, PaymentIntentStatus};
+
+use self::breaker::Breaker;
+use self::http::{CallError, HttpClient};
+use self::ratelimit::RateLimiter;
 
 /// What a Stripe answer (or the lack of one) means.
 #[derive(Clone, Debug)]
@@ -24,47 +35,62 @@ pub enum Verdict {
         stripe_id: String,
         client_secret: String,
     },
-    /// Stripe says the card was not charged and will not be for this attempt.
+    /// Stripe says the card was not charged and will not be for this transaction.
     Declined {
         stripe_id: Option<String>,
         error: TxError,
     },
-    /// Try again later with the same key: timeouts, connection errors, 5xx, 429, 409, and
-    /// PaymentIntents still `processing`. `stripe_id` when Stripe told us the intent's id.
+    /// Try again later with the same key: timeouts, connection errors, 429, 409, `processing`.
+    /// `retry_after` when Stripe named a wait.
     Transient {
         stripe_id: Option<String>,
         reason: String,
+        retry_after: Option<Duration>,
     },
-    /// The answer does not tell what happened (a replayed stored 500, a key used with other
-    /// parameters): look the PaymentIntent up before deciding anything.
+    /// The answer does not tell what happened (a 5xx, perhaps stored and replayed; a key used
+    /// with other parameters): retry with the same key, and look the intent up if it persists.
     Unknown {
         reason: String,
     },
 }
 
-#[derive(Clone)]
 pub struct Stripe {
-    client: Client,
-    timeout: Duration,
+    client: HttpClient,
+    limiter: RateLimiter,
+    pub breaker: Breaker,
 }
 
 impl Stripe {
-    pub fn new(settings: &StripeSettings) -> Result<Self, StripeError> {
+    pub fn new(
+        settings: &StripeSettings,
+        redis: ConnectionManager,
+        namespace: &str,
+    ) -> anyhow::Result<Self> {
         let key = settings
             .secret_key
             .as_ref()
-            .map(|s| s.expose().to_owned())
-            .ok_or_else(|| StripeError::ConfigError("STRIPE_SECRET_KEY is not set".into()))?;
-        // async-stripe appends `v1/...` to the base, so the base must end with a slash.
-        let base = format!("{}/", settings.api_base.trim_end_matches('/'));
-        let client = ClientBuilder::new(key)
-            .url(base)
-            .timeout(settings.timeout)
-            .build()?;
+            .ok_or_else(|| anyhow::anyhow!("STRIPE_SECRET_KEY is not set"))?;
+        let client = HttpClient::new(&settings.api_base, key.expose(), settings.timeout)
+            .map_err(anyhow::Error::msg)?;
         Ok(Self {
             client,
-            timeout: settings.timeout,
+            limiter: RateLimiter::new(redis, namespace, settings.rate_limit),
+            breaker: Breaker::new(settings.breaker_threshold, settings.breaker_cooldown),
         })
+    }
+
+    /// Every call goes through here: the shared rate limit first, the breaker told after.
+    async fn call<T>(
+        &self,
+        send: impl std::future::Future<Output = Result<T, CallError>>,
+    ) -> Result<T, CallError> {
+        self.limiter.acquire().await;
+        let result = send.await;
+        match &result {
+            Err(e) if is_outage(e) => self.breaker.record_failure(),
+            _ => self.breaker.record_success(),
+        }
+        result
     }
 
     /// Creates and confirms the PaymentIntent, or, once its id is known, reads it back. Every
@@ -89,41 +115,31 @@ impl Stripe {
             }
         };
         let metadata = HashMap::from([("transaction_id".to_owned(), txn.id.to_string())]);
-        let result = CreatePaymentIntent::new(txn.amount, currency)
+        let request = CreatePaymentIntent::new(txn.amount, currency)
             .payment_method(txn.payment_method.clone())
             .confirm(true)
             .metadata(metadata)
             .receipt_email(txn.email.clone())
             .customize()
-            .request_strategy(RequestStrategy::Idempotent(key))
-            .timeout(self.timeout)
-            .send(&self.client)
-            .await;
-        classify(result)
+            .request_strategy(RequestStrategy::Idempotent(key));
+        classify(self.call(request.send(&self.client)).await)
     }
 
     pub async fn retrieve(&self, stripe_id: &str) -> Verdict {
-        let result = RetrievePaymentIntent::new(stripe_id)
-            .customize()
-            .request_strategy(RequestStrategy::Once)
-            .timeout(self.timeout)
-            .send(&self.client)
-            .await;
-        classify(result)
+        let request = RetrievePaymentIntent::new(stripe_id).customize();
+        classify(self.call(request.send(&self.client)).await)
     }
 
     /// Finds the transaction's PaymentIntent through its `metadata[transaction_id]`: the
     /// question to ask when an answer was lost. `Ok(None)`: Stripe holds no such intent.
     pub async fn find_by_transaction(&self, txn: &Transaction) -> Result<Option<Verdict>, String> {
         let query = format!("metadata['transaction_id']:'{}'", txn.id);
-        let found = SearchPaymentIntent::new(query)
-            .customize()
-            .request_strategy(RequestStrategy::Once)
-            .timeout(self.timeout)
-            .send(&self.client)
+        let request = SearchPaymentIntent::new(query).customize();
+        let found = self
+            .call(request.send(&self.client))
             .await
-            .map_err(|e| describe(&e))?;
-        // Several intents for one transaction can only come from a key that expired; any one
+            .map_err(|e| e.to_string())?;
+        // Several intents for one transaction could only come from an expired key; any one
         // that succeeded is the truth.
         let best = found
             .data
@@ -133,13 +149,32 @@ impl Stripe {
     }
 }
 
-fn classify(result: Result<PaymentIntent, StripeError>) -> Verdict {
+/// Failures that say "Stripe (or the way to it) is down", as opposed to answers about a payment.
+fn is_outage(e: &CallError) -> bool {
+    match e {
+        CallError::Api { status, .. } => *status >= 500,
+        CallError::Timeout
+        | CallError::Connect(_)
+        | CallError::Broken(_)
+        | CallError::Unreadable { .. } => true,
+    }
+}
+
+fn classify(result: Result<PaymentIntent, CallError>) -> Verdict {
     match result {
         Ok(pi) => verdict_for_intent(pi),
-        Err(StripeError::Stripe(err, status)) => verdict_for_error(&err, status),
+        Err(CallError::Api {
+            status,
+            error,
+            retry_after,
+            should_retry,
+        }) => verdict_for_error(&error, status, retry_after, should_retry),
+        // No (readable) answer: the request may have executed. The same key makes the retry
+        // safe: Stripe replays what it did.
         Err(e) => Verdict::Transient {
             stripe_id: None,
-            reason: describe(&e),
+            reason: e.to_string(),
+            retry_after: None,
         },
     }
 }
@@ -156,6 +191,7 @@ pub fn verdict_for_intent(pi: PaymentIntent) -> Verdict {
             None => Verdict::Transient {
                 stripe_id: Some(stripe_id),
                 reason: "requires_action without a client secret".into(),
+                retry_after: None,
             },
         },
         PaymentIntentStatus::RequiresPaymentMethod | PaymentIntentStatus::Canceled => {
@@ -176,41 +212,53 @@ pub fn verdict_for_intent(pi: PaymentIntent) -> Verdict {
         other => Verdict::Transient {
             stripe_id: Some(stripe_id),
             reason: format!("payment intent is {}", other.as_str()),
+            retry_after: None,
         },
     }
 }
 
-fn verdict_for_error(err: &ApiErrors, status: u16) -> Verdict {
-    let code = err.code.as_ref().map(|c| c.as_str().to_owned());
+fn verdict_for_error(
+    err: &ApiErrors,
+    status: u16,
+    retry_after: Option<Duration>,
+    should_retry: Option<bool>,
+) -> Verdict {
     let reason = format!(
         "stripe {status} {} {}",
         err.type_.as_str(),
-        code.as_deref().unwrap_or("-")
+        err.code.as_ref().map_or("-", |c| c.as_str())
     );
+    let transient = |reason| Verdict::Transient {
+        stripe_id: None,
+        reason,
+        retry_after,
+    };
     match (&err.type_, status) {
+        // A decline is Stripe's final word, whatever else the response says.
         (ApiErrorsType::CardError, _) => Verdict::Declined {
             stripe_id: err.payment_intent.as_ref().map(|pi| pi.id.to_string()),
             error: customer_error(err),
         },
-        (ApiErrorsType::IdempotencyError, 409) => Verdict::Transient {
-            stripe_id: None,
-            reason,
-        },
-        // Our key met different parameters: only a lookup can tell what the first request did.
+        // The first request with our key is still running at Stripe.
+        (ApiErrorsType::IdempotencyError, 409) => transient(reason),
+        // Our key met different parameters: only a lookup can tell what the first one did.
         (ApiErrorsType::IdempotencyError, _) => Verdict::Unknown { reason },
-        // A request Stripe refused before doing anything (bad parameters, unknown payment
-        // method): retrying cannot help, and nothing was charged.
-        (ApiErrorsType::InvalidRequestError, 400 | 404) => Verdict::Declined {
+        // 5xx may have executed; Stripe may even have stored it and replay it for our key.
+        (_, 500..=599) => Verdict::Unknown { reason },
+        // Stripe-Should-Retry overrides the guess from the status code.
+        _ if should_retry == Some(true) => transient(reason),
+        // Refused before doing anything (bad parameters, unknown payment method): retrying
+        // cannot help, and nothing was charged.
+        (ApiErrorsType::InvalidRequestError, 400 | 402 | 404) => Verdict::Declined {
             stripe_id: None,
             error: invalid_request(err.message.as_deref().unwrap_or("invalid request")),
         },
-        // 5xx may have executed: same key again, and if it stays a stored 500, look it up.
-        (_, 500..=599) => Verdict::Unknown { reason },
-        // 401/403 (our key), 429 and anything new: not the customer's fault, try later.
-        _ => Verdict::Transient {
+        _ if should_retry == Some(false) => Verdict::Declined {
             stripe_id: None,
-            reason,
+            error: invalid_request(&reason),
         },
+        // 401/403 (our key), 429 and anything new: not the customer's fault; try later.
+        _ => transient(reason),
     }
 }
 
@@ -240,20 +288,5 @@ fn invalid_request(detail: &str) -> TxError {
         code: "invalid_request".into(),
         decline_code: None,
         message: "This payment could not be processed. Please try another payment method.".into(),
-    }
-}
-
-/// A log-safe description of an error: async-stripe's errors never carry the secret key.
-fn describe(e: &StripeError) -> String {
-    match e {
-        StripeError::Stripe(err, status) => format!(
-            "stripe {status} {} {}",
-            err.type_.as_str(),
-            err.code.as_ref().map_or("-", |c| c.as_str())
-        ),
-        StripeError::Timeout => "timeout".into(),
-        StripeError::ClientError(m) => format!("connection: {m}"),
-        StripeError::JSONDeserialize(m) => format!("unreadable response: {m}"),
-        StripeError::ConfigError(m) => format!("config: {m}"),
     }
 }
