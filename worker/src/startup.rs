@@ -68,33 +68,64 @@ pub async fn run(
     let sweeper = tokio::spawn(sweeper.run(stop.clone()));
 
     tracing::info!(worker = %name, concurrency, queue = %settings.charge_queue(), "worker starting");
-    let signal_stop = stop.clone();
-    let monitor = Monitor::new()
-        .register(move |restart| {
-            // After a crash-restart of the worker future, register under a new name too.
-            let worker_name = if restart == 0 {
-                name.clone()
-            } else {
-                format!("{name}-r{restart}")
-            };
-            WorkerBuilder::new(worker_name)
-                .backend(storage.clone().poll_with_interval(poll))
-                .concurrency(concurrency)
-                .data(ctx.clone())
-                .build(stripe_charge)
-        })
-        .shutdown_timeout(w.shutdown_timeout);
-    let result = monitor
-        .run_with_signal(async move {
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
             shutdown.await;
-            signal_stop.cancel();
             tracing::info!("shutdown requested: finishing in-flight charges");
-            Ok(())
-        })
-        .await;
-    stop.cancel();
+            stop.cancel();
+        }
+    });
+
+    // apalis ends a worker for good when Redis loses its registration (a Redis restart) or
+    // stays unreachable; the monitor then returns. Until we are told to stop, start it again,
+    // under a new name, with a growing pause, so the process recovers by itself.
+    let mut generation = 0u32;
+    while !stop.is_cancelled() {
+        let worker_name = if generation == 0 {
+            name.clone()
+        } else {
+            format!("{name}-g{generation}")
+        };
+        let (storage, ctx) = (storage.clone(), ctx.clone());
+        let monitor = Monitor::new()
+            .register(move |restart| {
+                WorkerBuilder::new(format!("{worker_name}-{restart}"))
+                    .backend(storage.clone().poll_with_interval(poll))
+                    .concurrency(concurrency)
+                    .data(ctx.clone())
+                    .build(stripe_charge)
+            })
+            // Also makes `run_with_signal` return when the worker dies, not only on shutdown.
+            .shutdown_timeout(w.shutdown_timeout);
+        let signal = stop.clone().cancelled_owned();
+        if let Err(e) = monitor
+            .run_with_signal(async move {
+                signal.await;
+                Ok(())
+            })
+            .await
+        {
+            tracing::warn!(error = %e, "queue consumer ended with an error");
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+        generation += 1;
+        let pause = Duration::from_millis(200u64.saturating_mul(1 << generation.min(5)));
+        tracing::warn!(
+            ?pause,
+            generation,
+            "queue consumer stopped (Redis lost or unreachable?); restarting"
+        );
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
     let _ = sweeper.await;
-    result.map_err(|e| anyhow::anyhow!("worker stopped with an error: {e}"))
+    tracing::info!("worker stopped");
+    Ok(())
 }
 
 /// The worker never migrates: the api owns the schema. Running on an old schema could write

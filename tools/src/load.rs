@@ -1,0 +1,107 @@
+//! Submitting payments like a careful client: one `Idempotency-Key` per payment, and on a 5xx
+//! or a connection error the same request again with the same key, until it is accepted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+use uuid::Uuid;
+
+/// Payment methods and how often each is used.
+pub const MIX: &[(&str, u32)] = &[
+    ("pm_card_visa", 80),
+    ("pm_card_visa_chargeDeclined", 10),
+    ("pm_card_visa_chargeDeclinedInsufficientFunds", 10),
+];
+
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    pub id: Uuid,
+    pub payment_method: String,
+}
+
+#[derive(Debug, Default)]
+pub struct LoadStats {
+    pub accepted: usize,
+    /// Requests repeated with the same key after a 5xx or a connection error.
+    pub resent: usize,
+    /// Payments never accepted before the deadline.
+    pub gave_up: usize,
+}
+
+pub fn pick_method(i: usize) -> &'static str {
+    let total: u32 = MIX.iter().map(|(_, w)| w).sum();
+    let mut x = (i as u32).wrapping_mul(2_654_435_761) % total;
+    for (pm, w) in MIX {
+        if x < *w {
+            return pm;
+        }
+        x -= w;
+    }
+    MIX[0].0
+}
+
+/// Submits `count` payments with `concurrency` in flight; `progress` counts accepted ones.
+pub async fn submit(
+    api_url: &str,
+    count: usize,
+    concurrency: usize,
+    progress: Arc<AtomicUsize>,
+    give_up_after: Duration,
+) -> (Vec<Accepted>, LoadStats) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default();
+    let run = Uuid::new_v4().simple().to_string();
+    let resent = Arc::new(AtomicUsize::new(0));
+    let results: Vec<Option<Accepted>> = futures::stream::iter(0..count)
+        .map(|i| {
+            let (client, run, progress, resent) = (client.clone(), run.clone(), progress.clone(), resent.clone());
+            async move {
+                let pm = pick_method(i);
+                let body = json!({"price": "basic", "email": format!("c{i}@example.com"), "payment_method": pm});
+                let key = format!("load-{run}-{i}");
+                let deadline = Instant::now() + give_up_after;
+                loop {
+                    let res = client
+                        .post(format!("{api_url}/transactions"))
+                        .header("idempotency-key", &key)
+                        .json(&body)
+                        .send()
+                        .await;
+                    if let Ok(r) = res {
+                        if r.status().as_u16() == 202 {
+                            let v: serde_json::Value = r.json().await.unwrap_or_default();
+                            if let Some(id) = v["id"].as_str().and_then(|s| s.parse().ok()) {
+                                progress.fetch_add(1, Ordering::Relaxed);
+                                return Some(Accepted { id, payment_method: pm.to_owned() });
+                            }
+                        } else if r.status().is_client_error() {
+                            // A 4xx is a bug in this generator, not an outage: never resend it.
+                            eprintln!("payment {i} refused: {}", r.text().await.unwrap_or_default());
+                            return None;
+                        }
+                    }
+                    if Instant::now() > deadline {
+                        return None;
+                    }
+                    resent.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let gave_up = results.iter().filter(|r| r.is_none()).count();
+    let accepted: Vec<Accepted> = results.into_iter().flatten().collect();
+    let stats = LoadStats {
+        accepted: accepted.len(),
+        resent: resent.load(Ordering::Relaxed),
+        gave_up,
+    };
+    (accepted, stats)
+}

@@ -1,0 +1,284 @@
+//! A whole deployment as child processes: stripe-sim, api, workers.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use tokio::process::{Child, Command};
+
+pub struct StackConfig {
+    /// Directory holding the `api`, `worker` and `stripe-sim` binaries.
+    pub bin_dir: PathBuf,
+    /// Where process logs go.
+    pub log_dir: PathBuf,
+    pub workers: usize,
+    /// stripe-sim's fault configuration (JSON, see stripe-sim's README).
+    pub sim_faults: serde_json::Value,
+    /// Extra environment for the api and the workers.
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Stack {
+    pub api_url: String,
+    pub sim_url: String,
+    pub database_url: String,
+    pub redis_url: String,
+    pub namespace: String,
+    admin_url: String,
+    db_name: String,
+    env: Vec<(String, String)>,
+    bin_dir: PathBuf,
+    log_dir: PathBuf,
+    sim: Child,
+    api: Child,
+    pub workers: Vec<Child>,
+    started_workers: usize,
+}
+
+/// A free loopback port (the tiny window before the child binds it is acceptable for tests).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The directory of the binaries built next to the running executable (target/<profile>).
+pub fn default_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Test executables live one level deeper, in target/<profile>/deps.
+    if dir.ends_with("deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((prefix, _)) => format!("{prefix}/{name}"),
+        None => url.to_owned(),
+    }
+}
+
+impl Stack {
+    pub async fn start(cfg: StackConfig) -> anyhow::Result<Self> {
+        for bin in ["api", "worker", "stripe-sim"] {
+            if !cfg.bin_dir.join(bin).exists() {
+                bail!(
+                    "{} not found: run `cargo build --bins` first",
+                    cfg.bin_dir.join(bin).display()
+                );
+            }
+        }
+        std::fs::create_dir_all(&cfg.log_dir)?;
+        let base_db = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let redis_url =
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let db_name = format!("chaos_{}", &run[..12]);
+        let admin_url = with_database(&base_db, "postgres");
+        let database_url = with_database(&base_db, &db_name);
+        let namespace = format!("chaos:{}", &run[..12]);
+
+        let sim_port = free_port()?;
+        let api_port = free_port()?;
+        let sim_url = format!("http://127.0.0.1:{sim_port}");
+        let api_url = format!("http://127.0.0.1:{api_port}");
+        let mut env = vec![
+            ("DATABASE_URL".to_owned(), database_url.clone()),
+            ("REDIS_URL".to_owned(), redis_url.clone()),
+            ("QUEUE_NAMESPACE".to_owned(), namespace.clone()),
+            ("API_ADDR".to_owned(), format!("127.0.0.1:{api_port}")),
+            ("STRIPE_SECRET_KEY".to_owned(), "sk_test_chaos".to_owned()),
+            ("STRIPE_API_BASE".to_owned(), sim_url.clone()),
+            (
+                "RUST_LOG".to_owned(),
+                "warn,worker=info,api=info".to_owned(),
+            ),
+        ];
+        env.extend(cfg.env.iter().cloned());
+
+        let log = |name: &str| -> anyhow::Result<Stdio> {
+            Ok(Stdio::from(std::fs::File::create(
+                cfg.log_dir.join(format!("{name}.log")),
+            )?))
+        };
+        let sim = Command::new(cfg.bin_dir.join("stripe-sim"))
+            .env("STRIPE_SIM_ADDR", format!("127.0.0.1:{sim_port}"))
+            .env("STRIPE_SIM_FAULTS", cfg.sim_faults.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(log("stripe-sim")?)
+            .stderr(log("stripe-sim.err")?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting stripe-sim")?;
+        // The api creates and migrates the database; workers wait for the schema.
+        let api = Command::new(cfg.bin_dir.join("api"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(log("api")?)
+            .stderr(log("api.err")?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting api")?;
+        let mut stack = Stack {
+            api_url,
+            sim_url,
+            database_url,
+            redis_url,
+            namespace,
+            admin_url,
+            db_name,
+            env,
+            bin_dir: cfg.bin_dir,
+            log_dir: cfg.log_dir,
+            sim,
+            api,
+            workers: vec![],
+            started_workers: 0,
+        };
+        stack.wait_ready(Duration::from_secs(60)).await?;
+        for _ in 0..cfg.workers {
+            stack.start_worker()?;
+        }
+        Ok(stack)
+    }
+
+    async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + within;
+        loop {
+            let api = client.get(format!("{}/readyz", self.api_url)).send().await;
+            let sim = client
+                .get(format!("{}/sim/stats", self.sim_url))
+                .send()
+                .await;
+            if api.is_ok_and(|r| r.status().is_success())
+                && sim.is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the stack did not become ready; see logs in {}",
+                    self.log_dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts one more worker process (each start registers under a fresh name).
+    pub fn start_worker(&mut self) -> anyhow::Result<()> {
+        self.started_workers += 1;
+        let name = format!("worker-{}", self.started_workers);
+        let out = std::fs::File::create(self.log_dir.join(format!("{name}.log")))?;
+        let child = Command::new(self.bin_dir.join("worker"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting worker")?;
+        self.workers.push(child);
+        Ok(())
+    }
+
+    /// SIGKILLs worker `i` (no chance to finish or hand anything back) and reaps it.
+    pub async fn kill_worker(&mut self, i: usize) -> anyhow::Result<()> {
+        let mut child = self.workers.remove(i);
+        child.start_kill()?;
+        child.wait().await?;
+        Ok(())
+    }
+
+    /// Deletes every Redis key of this deployment: what a Redis restart without persistence does.
+    pub async fn empty_redis(&self) -> anyhow::Result<usize> {
+        let client = redis::Client::open(self.redis_url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        delete_namespace(&mut conn, &self.namespace).await
+    }
+
+    /// Worker processes that have exited although nobody killed them: a worker must survive
+    /// Redis and Postgres going away by itself.
+    pub fn workers_exited(&mut self) -> usize {
+        self.workers
+            .iter_mut()
+            .filter_map(|c| c.try_wait().ok().flatten())
+            .count()
+    }
+
+    pub fn started_workers(&self) -> usize {
+        self.started_workers
+    }
+
+    /// Stops every process and removes the database and the Redis keys.
+    pub async fn teardown(mut self) -> anyhow::Result<()> {
+        let mut children = std::mem::take(&mut self.workers);
+        children.push(self.api);
+        children.push(self.sim);
+        for mut child in children {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        let mut admin = AsyncPgConnection::establish(&self.admin_url).await?;
+        diesel::sql_query(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.db_name
+        ))
+        .execute(&mut admin)
+        .await?;
+        let client = redis::Client::open(self.redis_url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        delete_namespace(&mut conn, &self.namespace).await?;
+        // apalis registers each queue in one global set; take ours out again.
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg("core:apalis:queues:list")
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        let ours: Vec<&String> = members
+            .iter()
+            .filter(|m| m.starts_with(&self.namespace))
+            .collect();
+        if !ours.is_empty() {
+            redis::cmd("ZREM")
+                .arg("core:apalis:queues:list")
+                .arg(ours)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Deletes every key under `namespace` with SCAN (never KEYS on a live server).
+pub async fn delete_namespace(
+    conn: &mut redis::aio::MultiplexedConnection,
+    namespace: &str,
+) -> anyhow::Result<usize> {
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{namespace}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            deleted += keys.len();
+            redis::cmd("DEL").arg(&keys).query_async::<()>(conn).await?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(deleted);
+        }
+    }
+}
