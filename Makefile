@@ -1,5 +1,5 @@
 # The two commands: `make run` (the service) and `make test` (every test).
-.PHONY: run test lint fmt build
+.PHONY: run test lint fmt build chaos
 
 run:
 	bash scripts/run.sh
@@ -16,3 +16,9 @@ fmt:
 
 build:
 	cargo build --release
+
+# The full chaos run (docs/reliability.md): release binaries, thousands of payments, faults,
+# worker kills, a Redis wipe and a Postgres restart. Needs a local Postgres it may restart.
+chaos:
+	cargo build --release --bins
+	./target/release/chaos

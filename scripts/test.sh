@@ -27,4 +27,6 @@ if ! reachable "$pg_host" "$pg_port" || ! reachable "$rd_host" "$rd_port"; then
   fi
 fi
 
+# The chaos test and the browser tests drive the real binaries as processes: build them first.
+cargo build --workspace --bins
 cargo test --workspace --all-targets "$@"
