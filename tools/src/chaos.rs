@@ -90,6 +90,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
         workers: s.workers,
         sim_faults: sim_faults(s.seed),
         env: service_env(),
+        redis_url: None,
     })
     .await?;
     let result = drive(&s, &mut stack).await;

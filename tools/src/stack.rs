@@ -18,6 +18,8 @@ pub struct StackConfig {
     pub sim_faults: serde_json::Value,
     /// Extra environment for the api and the workers.
     pub env: Vec<(String, String)>,
+    /// A Redis of the test's own (to stop and start it); default `REDIS_URL`.
+    pub redis_url: Option<String>,
 }
 
 pub struct Stack {
@@ -76,8 +78,11 @@ impl Stack {
         std::fs::create_dir_all(&cfg.log_dir)?;
         let base_db = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let redis_url =
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis_url = cfg
+            .redis_url
+            .clone()
+            .or_else(|| std::env::var("REDIS_URL").ok())
+            .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
         let run = uuid::Uuid::new_v4().simple().to_string();
         let db_name = format!("chaos_{}", &run[..12]);
         let admin_url = with_database(&base_db, "postgres");
@@ -200,6 +205,34 @@ impl Stack {
         let client = redis::Client::open(self.redis_url.as_str())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         delete_namespace(&mut conn, &self.namespace).await
+    }
+
+    /// SIGTERMs worker `i` and waits for it to exit: the graceful shutdown path.
+    pub async fn terminate_worker(&mut self, i: usize) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.workers.remove(i);
+        let pid = child.id().context("worker already exited")?;
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+        Ok(child.wait().await?)
+    }
+
+    /// Replaces stripe-sim's faults at run time.
+    pub async fn set_sim_faults(&self, faults: &serde_json::Value) -> anyhow::Result<()> {
+        let res = reqwest::Client::new()
+            .post(format!("{}/sim/faults", self.sim_url))
+            .json(faults)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            res.status().is_success(),
+            "stripe-sim refused the faults: {}",
+            res.text().await?
+        );
+        Ok(())
     }
 
     /// Worker processes that have exited although nobody killed them: a worker must survive
