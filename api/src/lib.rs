@@ -6,10 +6,13 @@
 //! - [`state`]: the one cloneable [`AppState`](state::AppState).
 //! - [`error`]: [`ApiError`](error::ApiError), the only error a handler returns, and the
 //!   `AppJson` extractor that puts rejected JSON into the same shape.
-//! - [`routes`]: thin handlers, one module per resource.
+//! - [`routes`]: thin handlers, one module per resource; `events` streams a transaction's
+//!   changes to the checkout page (Server-Sent Events).
+//! - [`pages`]: the checkout page, its static files and the security headers on HTML.
 //! - [`validate`]: the checks on a new payment request.
 
 pub mod error;
+pub mod pages;
 pub mod routes;
 pub mod startup;
 pub mod state;

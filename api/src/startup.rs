@@ -12,12 +12,13 @@ use axum::routing::{get, post};
 use shared::jobs::{ChargeQueue, redis_connection};
 use shared::settings::Settings;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::routes::{health, transactions};
-use crate::state::AppState;
+use crate::routes::{checkout, events, health, transactions};
+use crate::state::{AppState, Shutdown};
 
 /// Request bodies are small JSON documents; anything bigger is refused before it is read.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -25,6 +26,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// Tells open event streams to end when the server stops.
+    stopping: watch::Sender<bool>,
 }
 
 impl Application {
@@ -32,10 +35,12 @@ impl Application {
     /// lazily: the api starts even while Postgres or Redis is down, and `/readyz` says so.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.api_addr).await?;
-        let state = build_state(settings)?;
+        let (stopping, shutdown) = Shutdown::new();
+        let state = build_state(settings, shutdown)?;
         Ok(Self {
             listener,
             router: router(state),
+            stopping,
         })
     }
 
@@ -47,26 +52,37 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let stopping = self.stopping;
         axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Event streams end now, so the graceful shutdown does not wait minutes for them.
+                let _ = stopping.send(true);
+            })
             .await
     }
 }
 
-pub fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<AppState> {
     let redis = redis_connection(&settings.redis_url)?;
     Ok(AppState {
         db: shared::db::pool(&settings.database_url, 16),
         queue: ChargeQueue::new(redis.clone(), &settings.queue_namespace),
         redis,
         settings: Arc::new(settings),
+        shutdown,
     })
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(checkout::index))
+        .route("/checkout", get(checkout::page))
+        .route("/static/{file}", get(checkout::asset))
         .route("/transactions", post(transactions::create))
         .route("/transactions/{id}", get(transactions::show))
+        .route("/transactions/{id}/events", get(events::stream))
+        .route("/transactions/{id}/confirm", post(transactions::confirm))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(not_found)

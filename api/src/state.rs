@@ -6,6 +6,7 @@ use apalis_redis::ConnectionManager;
 use shared::db::PgPool;
 use shared::jobs::ChargeQueue;
 use shared::settings::Settings;
+use tokio::sync::watch;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -14,4 +15,27 @@ pub struct AppState {
     /// For readiness checks; the queue has its own handle on the same connection.
     pub redis: ConnectionManager,
     pub settings: Arc<Settings>,
+    /// Long-lived responses (event streams) end when the server is told to stop; otherwise a
+    /// graceful shutdown would wait for every open checkout page.
+    pub shutdown: Shutdown,
+}
+
+/// The receiving side of the server's stop signal.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A signal and the sender that fires it.
+    pub fn new() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// Resolves once the server is stopping. A dropped sender means nobody can ever stop us
+    /// this way, so that waits forever rather than ending every stream at once.
+    pub async fn wait(&mut self) {
+        if self.0.wait_for(|stopping| *stopping).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }

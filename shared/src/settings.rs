@@ -32,12 +32,23 @@ pub struct StripeSettings {
     /// `pk_...`: with it the checkout page uses Stripe.js; without it, the test-card picker
     /// (development against stripe-sim). Not a secret: it is sent to browsers.
     pub publishable_key: Option<String>,
+    /// Where a browser reaches stripe-sim's 3-D Secure page, when that differs from
+    /// `api_base` (under compose the worker says `http://stripe-sim:12111`, the browser
+    /// `http://127.0.0.1:12111`). Development only.
+    pub sim_public_url: Option<String>,
     /// Requests per second toward Stripe across every worker process (0: no limit).
     pub rate_limit: u64,
     /// Consecutive outage-like failures that open the circuit breaker...
     pub breaker_threshold: u32,
     /// ...and how long it stays open before one probe call.
     pub breaker_cooldown: Duration,
+}
+
+impl StripeSettings {
+    /// The stripe-sim base a browser should use (its 3-D Secure page).
+    pub fn browser_sim_base(&self) -> &str {
+        self.sim_public_url.as_deref().unwrap_or(&self.api_base)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -106,6 +117,7 @@ impl Settings {
                 api_base: var("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into()),
                 timeout: stripe_timeout,
                 publishable_key: var("STRIPE_PUBLISHABLE_KEY"),
+                sim_public_url: var("STRIPE_SIM_PUBLIC_URL"),
                 rate_limit: parsed("STRIPE_RATE_LIMIT", 25)?,
                 breaker_threshold: parsed("STRIPE_BREAKER_THRESHOLD", 5)?,
                 breaker_cooldown: millis("STRIPE_BREAKER_COOLDOWN_MS", 5_000)?,

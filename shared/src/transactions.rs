@@ -233,7 +233,9 @@ pub async fn record(
 /// Secure challenge). Returns whether the row is one a worker will look at.
 pub async fn recheck_now(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<bool> {
     let n = diesel::update(dsl::transactions.find(id))
-        .filter(dsl::state.eq_any(["pending", "processing", "requires_action"]))
+        // Only a payment waiting for the customer: moving a `processing` payment's retry
+        // forward would let a caller burn its attempts and backoff by calling in a loop.
+        .filter(dsl::state.eq("requires_action"))
         .set(dsl::next_attempt_at.eq(diesel::dsl::now))
         .execute(conn)
         .await?;

@@ -1,4 +1,6 @@
 //! Route handlers, one module per resource. Handlers are thin: parse, call `shared`, answer.
 
+pub mod checkout;
+pub mod events;
 pub mod health;
 pub mod transactions;

@@ -1,4 +1,4 @@
-//! `POST /transactions` and `GET /transactions/{id}`.
+//! `POST /transactions`, `GET /transactions/{id}` and `POST /transactions/{id}/confirm`.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -144,15 +144,47 @@ pub async fn create(
     Ok(response)
 }
 
+/// A transaction id from the path; anything that is not a UUID names no transaction.
+pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::NotFound("transaction"))
+}
+
 #[tracing::instrument(skip_all, fields(transaction_id = %id))]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<AppJson<TransactionView>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("transaction"))?;
+    let id = parse_id(&id)?;
     let mut conn = state.db.get().await?;
     let row = txq::find(&mut conn, id)
         .await?
         .ok_or(ApiError::NotFound("transaction"))?;
     Ok(AppJson(row.into()))
+}
+
+/// The browser finished a 3-D Secure challenge: have the worker read the PaymentIntent again
+/// now instead of at its next scheduled check. Only a payment waiting for the customer is
+/// touched: moving a `processing` payment's retry forward would let a caller burn through its
+/// attempts (and its backoff) by calling this in a loop. Always `202` with the transaction as
+/// it is; the page follows the change through the event stream.
+#[tracing::instrument(skip_all, fields(transaction_id = %id))]
+pub async fn confirm(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let mut conn = state.db.get().await?;
+    let row = txq::find(&mut conn, id)
+        .await?
+        .ok_or(ApiError::NotFound("transaction"))?;
+    // `recheck_now` itself ignores final rows, so a payment finishing in between is safe.
+    let due = row.tx_state() == TxState::RequiresAction && txq::recheck_now(&mut conn, id).await?;
+    drop(conn);
+    if due {
+        // If the push fails, the row is due now and the sweeper enqueues it later.
+        if let Err(e) = state.queue.enqueue(id, None).await {
+            tracing::warn!(error = %e, "enqueue failed; the sweeper will pick the payment up");
+        }
+    }
+    Ok((StatusCode::ACCEPTED, AppJson(TransactionView::from(row))).into_response())
 }

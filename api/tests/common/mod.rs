@@ -201,6 +201,18 @@ impl TestApp {
         )
     }
 
+    /// A GET that does not follow redirects, for pages and headers.
+    pub async fn get_raw(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A browser purchase of `price` with `payment_method`.
     pub async fn pay(&self, price: &str, pm: &str) -> Value {
         let (status, body, _) = self

@@ -19,6 +19,10 @@ use stripe::{ApiErrors, ApiErrorsType, RequestStrategy, StripeRequest};
 use stripe_core::payment_intent::{
     CreatePaymentIntent, RetrievePaymentIntent, SearchPaymentIntent,
 };
+use stripe_core::payment_intent::{
+    CreatePaymentIntentAutomaticPaymentMethods,
+    CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects,
+};
 use stripe_core::{PaymentIntent, PaymentIntentStatus};
 
 use self::breaker::Breaker;
@@ -120,6 +124,16 @@ impl Stripe {
             .confirm(true)
             .metadata(metadata)
             .receipt_email(txn.email.clone())
+            // Cards authenticate in the page with Stripe.js (`handleNextAction`), never by a
+            // redirect, so no `return_url` is needed; `use_stripe_sdk` gives Stripe.js what it
+            // needs for that.
+            .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
+                allow_redirects: Some(
+                    CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never,
+                ),
+                enabled: true,
+            })
+            .use_stripe_sdk(true)
             .customize()
             .request_strategy(RequestStrategy::Idempotent(key));
         classify(self.call(request.send(&self.client)).await)
