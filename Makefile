@@ -1,5 +1,5 @@
 # The two commands: `make run` (the service) and `make test` (every test).
-.PHONY: run test lint fmt build chaos
+.PHONY: run test lint fmt build chaos bench fuzz
 
 run:
 	bash scripts/run.sh
@@ -22,3 +22,14 @@ build:
 chaos:
 	cargo build --release --bins
 	./target/release/chaos
+
+# Throughput and latency against this machine's Postgres/Redis ceiling (release binaries, ~8
+# minutes): writes bench/results.md and bench/results.svg. `bash scripts/bench.sh --quick` for a
+# short check of the harness. Never part of `make test`.
+bench:
+	bash scripts/bench.sh
+
+# schemathesis (from PyPI, into target/fuzz-venv) against the api's own /openapi.json, on a stack
+# of its own (database payments_fuzz, own Redis prefix): fails on any 5xx or crash.
+fuzz:
+	bash scripts/fuzz.sh

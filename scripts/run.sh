@@ -19,7 +19,11 @@ if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
   export STRIPE_SECRET_KEY=sk_test_simulator
   export STRIPE_API_BASE="http://${STRIPE_SIM_ADDR}"
   echo "STRIPE_SECRET_KEY is unset: charging against stripe-sim at ${STRIPE_API_BASE}"
-  "$bin/stripe-sim" & pids+=($!)
+  # The sim sends its webhooks to our endpoint, signed with a development secret that the api
+  # checks (a real deployment takes STRIPE_WEBHOOK_SECRET from Stripe's dashboard).
+  export STRIPE_WEBHOOK_SECRET="${STRIPE_WEBHOOK_SECRET:-whsec_dev_simulator_only}"
+  STRIPE_SIM_WEBHOOK_URL="${STRIPE_SIM_WEBHOOK_URL:-http://${API_ADDR:-127.0.0.1:8080}/webhooks/stripe}" \
+    STRIPE_SIM_WEBHOOK_SECRET="$STRIPE_WEBHOOK_SECRET" "$bin/stripe-sim" & pids+=($!)
 fi
 
 "$bin/api" migrate

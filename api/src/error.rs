@@ -1,12 +1,16 @@
 //! One error type for every handler, one `match` from variant to status and stable code.
 //! Internal detail is logged, never sent: the client sees `{"error": {"code", "message"}}`.
 
-use axum::extract::FromRequest;
-use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
+
+use crate::json_guard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -25,6 +29,12 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("missing or invalid API key")]
     Unauthorized,
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the webhook signature is missing, invalid or too old")]
+    InvalidSignature,
+    #[error("webhooks are not configured on this server")]
+    WebhooksDisabled,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("this Idempotency-Key was already used with a different request")]
@@ -46,6 +56,12 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::InvalidSignature => (StatusCode::BAD_REQUEST, "invalid_signature"),
+            // Stripe retries a 503: events sent before the secret is configured still arrive.
+            ApiError::WebhooksDisabled => {
+                (StatusCode::SERVICE_UNAVAILABLE, "webhooks_not_configured")
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::IdempotencyMismatch => (StatusCode::CONFLICT, "idempotency_key_reused"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
@@ -61,6 +77,25 @@ impl ApiError {
     }
 }
 
+/// Every error response: `{"error": {"code", "message"[, "field"]}}`. The response is built
+/// from this type, so the OpenAPI description of it cannot drift.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `validation_failed`, `invalid_json`, `unauthorized`,
+    /// `not_found`, `idempotency_key_reused`, `rate_limited`, `invalid_signature`, ...
+    pub code: String,
+    /// For people; may change.
+    pub message: String,
+    /// The request field a validation error is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
@@ -69,15 +104,26 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(detail) => tracing::warn!(%detail, "dependency unavailable"),
             _ => {}
         }
-        let mut error = json!({ "code": code, "message": self.to_string() });
-        if let ApiError::Validation { field, .. } = &self {
-            error["field"] = json!(field);
-        }
-        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+                field: match &self {
+                    ApiError::Validation { field, .. } => Some((*field).to_owned()),
+                    _ => None,
+                },
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(2),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -117,10 +163,58 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
-/// `axum::Json` whose rejections come back as [`ApiError`]s.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    }
+}
+
+/// `axum::Json` whose rejections come back as [`ApiError`]s, and which refuses bodies nested
+/// too deep or holding overlong strings before serde parses them ([`json_guard::REQUEST`]).
 pub struct AppJson<T>(pub T);
+
+/// `application/json` or any `+json` type, as `axum::Json` accepts.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
+}
+
+impl<T, S> FromRequest<S> for AppJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await?;
+        json_guard::check(&bytes, json_guard::REQUEST)
+            .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(AppJson(value))
+    }
+}
 
 impl<T: Serialize> IntoResponse for AppJson<T> {
     fn into_response(self) -> Response {

@@ -10,10 +10,23 @@
 //!   changes to the checkout page (Server-Sent Events).
 //! - [`pages`]: the checkout page, its static files and the security headers on HTML.
 //! - [`validate`]: the checks on a new payment request.
+//! - [`webhooks`]: Stripe's events, verified and applied (`POST /webhooks/stripe`).
+//! - Hostile input: [`json_guard`] (nesting and string limits), [`rate_limit`] (per client on
+//!   `POST /transactions`), [`cors`] (configured origins only), [`server`] (the accept loop
+//!   with a header-read timeout against slow clients); [`openapi`] describes it all.
 
+pub mod admin;
+pub mod cors;
 pub mod error;
+pub mod http_metrics;
+pub mod json_guard;
+pub mod openapi;
+pub mod ops_queue;
 pub mod pages;
+pub mod rate_limit;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod validate;
+pub mod webhooks;

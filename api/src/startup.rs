@@ -17,7 +17,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::routes::{checkout, events, health, transactions};
+use crate::routes::{checkout, events, health, transactions, webhooks};
 use crate::state::{AppState, Shutdown};
 
 /// Request bodies are small JSON documents; anything bigger is refused before it is read.
@@ -28,6 +28,8 @@ pub struct Application {
     router: Router,
     /// Tells open event streams to end when the server stops.
     stopping: watch::Sender<bool>,
+    /// A client slower than this to send its request headers is disconnected.
+    header_read_timeout: Duration,
 }
 
 impl Application {
@@ -35,12 +37,14 @@ impl Application {
     /// lazily: the api starts even while Postgres or Redis is down, and `/readyz` says so.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.api_addr).await?;
+        let header_read_timeout = settings.http.header_read_timeout;
         let (stopping, shutdown) = Shutdown::new();
         let state = build_state(settings, shutdown)?;
         Ok(Self {
             listener,
             router: router(state),
             stopping,
+            header_read_timeout,
         })
     }
 
@@ -53,17 +57,23 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let stopping = self.stopping;
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
+        // Not axum::serve: it has no header-read timeout (see crate::server).
+        crate::server::serve(
+            self.listener,
+            self.router,
+            self.header_read_timeout,
+            async move {
                 shutdown.await;
                 // Event streams end now, so the graceful shutdown does not wait minutes for them.
                 let _ = stopping.send(true);
-            })
-            .await
+            },
+        )
+        .await
     }
 }
 
 pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<AppState> {
+    shared::metrics::handle();
     let redis = redis_connection(&settings.redis_url)?;
     Ok(AppState {
         db: shared::db::pool(&settings.database_url, 16),
@@ -75,16 +85,41 @@ pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<App
 }
 
 pub fn router(state: AppState) -> Router {
+    let limiter = crate::rate_limit::RateLimiter::new(
+        state.settings.http.rate_limit_per_minute,
+        state.settings.merchant_api_key.clone(),
+    );
+    let cors = crate::cors::layer(&state.settings.http.cors_allowed_origins);
     Router::new()
         .route("/", get(checkout::index))
         .route("/checkout", get(checkout::page))
         .route("/static/{file}", get(checkout::asset))
-        .route("/transactions", post(transactions::create))
+        .route(
+            "/transactions",
+            post(transactions::create).route_layer(axum::middleware::from_fn_with_state(
+                limiter,
+                crate::rate_limit::enforce,
+            )),
+        )
         .route("/transactions/{id}", get(transactions::show))
         .route("/transactions/{id}/events", get(events::stream))
         .route("/transactions/{id}/confirm", post(transactions::confirm))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route(
+            "/webhooks/stripe",
+            post(webhooks::receive).layer(DefaultBodyLimit::max(webhooks::MAX_WEBHOOK_BYTES)),
+        )
+        .route("/openapi.json", get(crate::openapi::serve))
+        .route("/metrics", get(crate::http_metrics::metrics))
+        .route("/ops", get(crate::routes::ops::page))
+        .route("/ops/api/summary", get(crate::routes::ops::summary))
+        .route(
+            "/ops/api/dead/{task_id}/retry",
+            post(crate::routes::ops::retry_dead),
+        )
+        // After routing, so the route pattern is known; unmatched requests are not labelled.
+        .route_layer(axum::middleware::from_fn(crate::http_metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -99,6 +134,8 @@ pub fn router(state: AppState) -> Router {
                 tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
             }),
         )
+        // Outermost, so a preflight is answered before routing (and only for listed origins).
+        .layer(tower::util::option_layer(cors))
         .with_state(state)
 }
 

@@ -8,16 +8,30 @@ use crate::error::ApiError;
 
 /// The body of `POST /transactions`. Unknown fields are rejected, not ignored: a client that
 /// misspells `amount` must hear about it.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTransaction {
+    /// The receipt address.
+    #[schema(max_length = 254, format = Email, example = "you@example.com")]
     pub email: String,
+    /// A Stripe PaymentMethod id (`pm_...`) or token (`tok_...`).
+    #[schema(
+        max_length = 255,
+        pattern = "^(pm|tok)_[A-Za-z0-9_]+$",
+        example = "pm_card_visa"
+    )]
     pub payment_method: String,
+    /// A name from `PRICES`; or, with the merchant key, `amount` and `currency` instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "basic")]
     pub price: Option<String>,
+    /// Minor units; merchant key only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 99_999_999)]
     pub amount: Option<i64>,
+    /// ISO 4217, e.g. `usd`; merchant key only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z]{3}$")]
     pub currency: Option<String>,
 }
 
@@ -260,5 +274,78 @@ mod tests {
         assert!(validate_idempotency_key("").is_err());
         assert!(validate_idempotency_key("a b").is_err());
         assert!(validate_idempotency_key(&"k".repeat(256)).is_err());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Arbitrary text, and text close enough to valid to reach the accepting branches.
+        fn text(near: &'static str) -> impl Strategy<Value = String> {
+            prop_oneof![any::<String>(), near.prop_map(|s: String| s)]
+        }
+
+        proptest! {
+            #[test]
+            fn accepted_emails_hold_their_invariants(
+                s in text("[ a-zA-Z0-9.+<@_-]{0,20}@[a-z0-9.-]{0,20}[. ]?[a-z]{0,4} ?")
+            ) {
+                if let Ok(email) = validate_email(&s) {
+                    prop_assert!(email.len() <= MAX_EMAIL_LEN);
+                    prop_assert_eq!(email.as_str(), s.trim());
+                    let (local, domain) = email.split_once('@').unwrap();
+                    prop_assert!(!local.is_empty() && local.len() <= 64);
+                    prop_assert!(!domain.contains('@'));
+                    prop_assert!(domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'));
+                    prop_assert!(email.chars().all(|c| c.is_ascii_graphic() && c != '<' && c != '>'));
+                }
+            }
+
+            #[test]
+            fn accepted_payment_methods_are_stripe_ids(
+                s in text("(pm_|tok_|card_)?[a-zA-Z0-9_ ;]{0,300}")
+            ) {
+                if let Ok(pm) = validate_payment_method(&s) {
+                    prop_assert_eq!(&pm, &s);
+                    prop_assert!(pm.starts_with("pm_") || pm.starts_with("tok_"));
+                    prop_assert!(pm.len() <= MAX_PAYMENT_METHOD_LEN);
+                    prop_assert!(pm.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                }
+            }
+
+            #[test]
+            fn idempotency_keys_are_exactly_1_to_255_visible_ascii(
+                s in text("[!-~ ]{0,260}")
+            ) {
+                let valid = (1..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic());
+                prop_assert_eq!(validate_idempotency_key(&s).is_ok(), valid);
+            }
+
+            #[test]
+            fn an_accepted_payment_is_within_bounds_and_priced_for_browsers(
+                email in text("[a-z]{1,5}@[a-z]{1,5}\\.(com|x)"),
+                pm in text("pm_[a-z_]{1,10}"),
+                price in proptest::option::of(text("basic|gold")),
+                amount in proptest::option::of(any::<i64>()),
+                currency in proptest::option::of(text("[a-zA-Z]{3}")),
+                merchant in any::<bool>(),
+            ) {
+                let req = CreateTransaction {
+                    email, payment_method: pm, price: price.clone(), amount, currency,
+                };
+                if let Ok(ok) = validate(&req, &prices(), merchant) {
+                    prop_assert!((MIN_AMOUNT..=MAX_AMOUNT).contains(&ok.amount));
+                    prop_assert!(is_supported_currency(&ok.currency));
+                    match price {
+                        Some(name) => {
+                            let listed = prices().get(&name).cloned().unwrap();
+                            prop_assert_eq!((ok.amount, ok.currency), (listed.amount, listed.currency));
+                        }
+                        // Only a merchant names its own amount.
+                        None => prop_assert!(merchant),
+                    }
+                }
+            }
+        }
     }
 }

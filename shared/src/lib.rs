@@ -9,15 +9,22 @@
 //! - [`jobs`]: the `StripeCharge` job payload, the queue's name and the producer side of it.
 //! - [`settings`]: configuration from the environment, shared by both binaries.
 //! - [`money`]: currencies and the price list.
+//! - [`ops`]: read-only queries for the ops page.
+//! - [`metrics`]: the Prometheus recorder and the gauges computed at scrape time.
 //! - [`secret`]: a string that never prints itself.
+//! - [`stripe_events`]: the Stripe webhook events already processed, so a repeat changes
+//!   nothing.
 //! - [`telemetry`]: tracing set-up.
 
 pub mod db;
 pub mod jobs;
+pub mod metrics;
 pub mod models;
 pub mod money;
+pub mod ops;
 pub mod schema;
 pub mod secret;
 pub mod settings;
+pub mod stripe_events;
 pub mod telemetry;
 pub mod transactions;

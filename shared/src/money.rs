@@ -44,6 +44,10 @@ impl Prices {
                 .parse()
                 .map_err(|_| format!("price `{name}` has a non-integer amount"))?;
             let currency = currency.trim().to_ascii_lowercase();
+            // Found by the property test: `=10:usd` made a product with no name.
+            if name.trim().is_empty() {
+                return Err(format!("price `{item}` has no name"));
+            }
             if !(MIN_AMOUNT..=MAX_AMOUNT).contains(&amount) {
                 return Err(format!("price `{name}` amount is out of range"));
             }
@@ -95,8 +99,63 @@ mod tests {
             "basic=x:usd",
             "basic=0:usd",
             "basic=10:xyz",
+            "=10:usd",
         ] {
             assert!(Prices::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn currency() -> impl Strategy<Value = &'static str> {
+            proptest::sample::select(SUPPORTED_CURRENCIES)
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_parses_or_is_refused_without_panicking(spec in ".{0,80}") {
+                if let Ok(prices) = Prices::parse(&spec) {
+                    for (name, price) in prices.iter() {
+                        prop_assert!(!name.is_empty() && name.trim() == name);
+                        prop_assert!((MIN_AMOUNT..=MAX_AMOUNT).contains(&price.amount));
+                        prop_assert!(is_supported_currency(&price.currency));
+                    }
+                    prop_assert!(prices.default_name().is_some());
+                }
+            }
+
+            #[test]
+            fn a_written_price_list_reads_back(
+                items in proptest::collection::btree_map(
+                    "[a-z][a-z0-9_-]{0,11}",
+                    (MIN_AMOUNT..=MAX_AMOUNT, currency()),
+                    1..6,
+                ),
+                upper in any::<bool>(),
+            ) {
+                let spec = items
+                    .iter()
+                    .map(|(name, (amount, cur))| {
+                        let cur = if upper { cur.to_uppercase() } else { (*cur).to_owned() };
+                        format!(" {name} = {amount}:{cur} ")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let prices = Prices::parse(&spec).unwrap();
+                for (name, (amount, cur)) in &items {
+                    let got = prices.get(name).unwrap();
+                    prop_assert_eq!(got.amount, *amount);
+                    prop_assert_eq!(got.currency.as_str(), *cur);
+                }
+            }
+
+            #[test]
+            fn amounts_out_of_range_are_refused(amount in prop_oneof![i64::MIN..MIN_AMOUNT, (MAX_AMOUNT + 1)..i64::MAX]) {
+                let spec = format!("p={amount}:usd");
+                prop_assert!(Prices::parse(&spec).is_err());
+            }
         }
     }
 }

@@ -1,6 +1,17 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    stripe_events (id) {
+        id -> Text,
+        #[sql_name = "type"]
+        type_ -> Text,
+        transaction_id -> Nullable<Uuid>,
+        created -> Int8,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     transactions (id) {
         id -> Uuid,
         state -> Text,
@@ -24,5 +35,9 @@ diesel::table! {
         request_fingerprint -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        refunded_at -> Nullable<Timestamptz>,
+        disputed_at -> Nullable<Timestamptz>,
     }
 }
+
+diesel::allow_tables_to_appear_in_same_query!(stripe_events, transactions,);

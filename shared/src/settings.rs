@@ -17,9 +17,26 @@ pub struct Settings {
     pub queue_namespace: String,
     pub api_addr: SocketAddr,
     pub merchant_api_key: Option<Secret>,
+    /// Bearer token (or HTTP Basic password) for `/ops` and the api's `/metrics`; unset, they
+    /// refuse everyone.
+    pub admin_token: Option<Secret>,
     pub prices: Prices,
     pub stripe: StripeSettings,
     pub worker: WorkerSettings,
+    pub http: HttpSettings,
+}
+
+/// How the api treats the clients in front of it.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// `POST /transactions` per client IP per minute, counted in each api process's memory
+    /// (0: no limit). Generous by default: it stops a runaway script, not a busy shop.
+    pub rate_limit_per_minute: u32,
+    /// Origins (`https://shop.example`) whose pages may call the api from a browser; empty:
+    /// same-origin only.
+    pub cors_allowed_origins: Vec<String>,
+    /// A client must send its request headers within this, or its connection is closed.
+    pub header_read_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -42,6 +59,12 @@ pub struct StripeSettings {
     pub breaker_threshold: u32,
     /// ...and how long it stays open before one probe call.
     pub breaker_cooldown: Duration,
+    /// `whsec_...`: the signing secret of our webhook endpoint. Unset, `POST /webhooks/stripe`
+    /// refuses every event (nothing can be verified).
+    pub webhook_secret: Option<Secret>,
+    /// How old a webhook's signed timestamp may be (Stripe's libraries use 300 s): an event
+    /// captured and replayed later is refused.
+    pub webhook_tolerance: Duration,
 }
 
 impl StripeSettings {
@@ -67,6 +90,8 @@ pub struct WorkerSettings {
     /// A payment unfinished and not due for this long is presumed to have lost its job.
     pub sweep_after: Duration,
     pub shutdown_timeout: Duration,
+    /// Where the worker serves `/metrics`; port 0 picks a free one, `off` disables it.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -111,6 +136,7 @@ impl Settings {
             queue_namespace: var("QUEUE_NAMESPACE").unwrap_or_else(|| "payments".into()),
             api_addr: parsed("API_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             merchant_api_key: var("MERCHANT_API_KEY").map(Secret::new),
+            admin_token: var("ADMIN_TOKEN").map(Secret::new),
             prices,
             stripe: StripeSettings {
                 secret_key: var("STRIPE_SECRET_KEY").map(Secret::new),
@@ -121,6 +147,9 @@ impl Settings {
                 rate_limit: parsed("STRIPE_RATE_LIMIT", 25)?,
                 breaker_threshold: parsed("STRIPE_BREAKER_THRESHOLD", 5)?,
                 breaker_cooldown: millis("STRIPE_BREAKER_COOLDOWN_MS", 5_000)?,
+                webhook_secret: var("STRIPE_WEBHOOK_SECRET").map(Secret::new),
+                webhook_tolerance: parsed("STRIPE_WEBHOOK_TOLERANCE_SECS", 300)
+                    .map(Duration::from_secs)?,
             },
             worker: WorkerSettings {
                 concurrency: parsed("WORKER_CONCURRENCY", 10)?,
@@ -136,6 +165,25 @@ impl Settings {
                 sweep_interval: millis("SWEEP_INTERVAL_MS", 5_000)?,
                 sweep_after: millis("SWEEP_AFTER_MS", 30_000)?,
                 shutdown_timeout: millis("WORKER_SHUTDOWN_TIMEOUT_MS", 30_000)?,
+                metrics_addr: match var("WORKER_METRICS_ADDR").as_deref() {
+                    Some("off") => None,
+                    None => Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
+                    Some(v) => Some(v.parse().map_err(|_| {
+                        SettingsError(format!("WORKER_METRICS_ADDR=`{v}` is not an address"))
+                    })?),
+                },
+            },
+            http: HttpSettings {
+                rate_limit_per_minute: parsed("RATE_LIMIT_PER_MINUTE", 6_000)?,
+                cors_allowed_origins: var("CORS_ALLOWED_ORIGINS")
+                    .map(|v| {
+                        v.split(',')
+                            .map(|o| o.trim().trim_end_matches('/').to_owned())
+                            .filter(|o| !o.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                header_read_timeout: millis("HTTP_HEADER_READ_TIMEOUT_MS", 10_000)?,
             },
         };
         settings.validate()?;
@@ -162,11 +210,38 @@ impl Settings {
             return bad("QUEUE_NAMESPACE may hold only letters, digits and - _ : .");
         }
         if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|k| k.expose().len() < 16)
+        {
+            return bad("ADMIN_TOKEN must be at least 16 characters");
+        }
+        if self
             .merchant_api_key
             .as_ref()
             .is_some_and(|k| k.expose().len() < 16)
         {
             return bad("MERCHANT_API_KEY must be at least 16 characters");
+        }
+        if let Some(o) =
+            self.http.cors_allowed_origins.iter().find(|o| {
+                !(o.starts_with("http://") || o.starts_with("https://")) || o.contains('*')
+            })
+        {
+            return Err(SettingsError(format!(
+                "CORS_ALLOWED_ORIGINS: `{o}` is not an http(s) origin (no wildcards)"
+            )));
+        }
+        if self
+            .stripe
+            .webhook_secret
+            .as_ref()
+            .is_some_and(|k| k.expose().len() < 16)
+        {
+            return bad("STRIPE_WEBHOOK_SECRET must be at least 16 characters");
+        }
+        if self.http.header_read_timeout.is_zero() {
+            return bad("HTTP_HEADER_READ_TIMEOUT_MS must be positive");
         }
         if !self.stripe.api_base.starts_with("http://")
             && !self.stripe.api_base.starts_with("https://")

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Interval, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -281,4 +282,104 @@ pub async fn count_by_state(conn: &mut AsyncPgConnection) -> DbResult<Vec<(Strin
         .select((dsl::state, diesel::dsl::count_star()))
         .load(conn)
         .await
+}
+
+/// The name Stripe's webhooks write under. No worker holds a lease by that name, so through
+/// [`record`] a webhook can write final outcomes only: a retry belongs to the lease holder.
+pub const WEBHOOK_OWNER: &str = "stripe-webhook";
+
+/// Records what a Stripe webhook reported about the transaction's PaymentIntent: the second
+/// path to the truth beside the worker. Final outcomes go through [`record`] exactly like the
+/// worker's (forward only, whoever holds the lease: Stripe's word decides). `requires_action`
+/// moves only a payment that has not reached it, and leaves any lease alone, so a worker in the
+/// middle of a Stripe call keeps it. A retry says nothing here. Returns the row when it changed.
+pub async fn record_from_stripe(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    outcome: &Outcome,
+) -> DbResult<Option<Transaction>> {
+    match outcome {
+        Outcome::Complete { .. } | Outcome::Failed { .. } => {
+            record(conn, id, WEBHOOK_OWNER, outcome).await
+        }
+        Outcome::RequiresAction {
+            stripe_id,
+            client_secret,
+            ..
+        } => diesel::sql_query(
+            "UPDATE transactions SET
+                     state = 'requires_action',
+                     stripe_id = COALESCE(stripe_id, $2),
+                     client_secret = $3,
+                     updated_at = now()
+                 WHERE id = $1 AND state IN ('pending', 'processing')
+                 RETURNING *",
+        )
+        .bind::<SqlUuid, _>(id)
+        .bind::<Text, _>(stripe_id)
+        .bind::<Text, _>(client_secret)
+        .get_result(conn)
+        .await
+        .optional(),
+        Outcome::Retry { .. } => Ok(None),
+    }
+}
+
+pub async fn find_by_stripe_id(
+    conn: &mut AsyncPgConnection,
+    stripe_id: &str,
+) -> DbResult<Option<Transaction>> {
+    dsl::transactions
+        .filter(dsl::stripe_id.eq(stripe_id))
+        .select(Transaction::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// What happened to a charged payment afterwards, as Stripe reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterCharge {
+    Refunded,
+    Disputed,
+}
+
+/// Notes a refund or a dispute on the transaction, for ops; the first report's time stays.
+/// The payment's state does not change: it was charged. Returns whether the row changed.
+pub async fn record_after_charge(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    what: AfterCharge,
+) -> DbResult<bool> {
+    let target = diesel::update(dsl::transactions.find(id));
+    let n = match what {
+        AfterCharge::Refunded => {
+            target
+                .filter(dsl::refunded_at.is_null())
+                .set(dsl::refunded_at.eq(diesel::dsl::now))
+                .execute(conn)
+                .await?
+        }
+        AfterCharge::Disputed => {
+            target
+                .filter(dsl::disputed_at.is_null())
+                .set(dsl::disputed_at.eq(diesel::dsl::now))
+                .execute(conn)
+                .await?
+        }
+    };
+    Ok(n == 1)
+}
+
+/// When Stripe reported a refund and a dispute of the transaction (`None`: unknown row).
+pub async fn after_charge_marks(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> DbResult<Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)>> {
+    dsl::transactions
+        .find(id)
+        .select((dsl::refunded_at, dsl::disputed_at))
+        .first(conn)
+        .await
+        .optional()
 }

@@ -1,8 +1,9 @@
-//! `/sim/*` control routes for tests and external checkers: ledger, faults, stats, reset.
+//! `/sim/*` control routes for tests and external checkers: ledger, faults, stats, reset,
+//! webhook deliveries, and refunds and disputes (which only emit their webhook).
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -40,6 +41,30 @@ pub async fn stats(State(sim): State<Sim>) -> Response {
 pub async fn reset(State(sim): State<Sim>) -> Response {
     sim.reset();
     Json(json!({ "reset": true })).into_response()
+}
+
+/// Every webhook event and its delivery attempts, oldest first.
+pub async fn webhooks(State(sim): State<Sim>) -> Response {
+    Json(json!({ "deliveries": sim.webhook_deliveries() })).into_response()
+}
+
+pub async fn refund(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
+    after_charge(sim.refund_charge(&id), "charge.refunded")
+}
+
+pub async fn dispute(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
+    after_charge(sim.dispute_charge(&id), "charge.dispute.created")
+}
+
+fn after_charge(result: Result<(), String>, event_type: &str) -> Response {
+    match result {
+        Ok(()) => Json(json!({ "emitted": event_type })).into_response(),
+        Err(message) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": { "message": message } })),
+        )
+            .into_response(),
+    }
 }
 
 fn bad_request(message: String) -> Response {

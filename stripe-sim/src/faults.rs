@@ -97,6 +97,10 @@ pub struct FaultCounts {
 pub struct Stats {
     /// Number of `/v1` requests received (including rejected ones).
     pub requests: u64,
+    /// TCP connections accepted (any route): with keep-alive clients this stays far below
+    /// `requests`, which is what the benchmark checks.
+    #[serde(default)]
+    pub connections: u64,
     /// Faults injected, by kind.
     pub faults: FaultCounts,
 }

@@ -25,6 +25,7 @@ mod reads;
 mod search;
 mod server;
 mod state;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use tokio::task::JoinHandle;
 
 pub use faults::{FaultCounts, Faults, Stats};
 pub use state::{Ledger, LedgerCharge, LedgerPaymentIntent};
+pub use webhooks::{Delivery, DeliveryAttempt, signature_header};
 
 /// Stripe prunes idempotency keys after 24 hours.
 const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 24 * 60 * 60;
@@ -48,6 +50,10 @@ pub struct Config {
     pub faults: Faults,
     /// Age after which an idempotency key may be reused; 0 means Stripe's 86400.
     pub idempotency_ttl_secs: u64,
+    /// Where webhook events are POSTed; with `webhook_secret`, events are sent.
+    pub webhook_url: Option<String>,
+    /// The endpoint's signing secret (`whsec_...`); without it nothing is sent.
+    pub webhook_secret: Option<String>,
 }
 
 /// A handle on one simulator's state. Cheap to clone; clones share the state.
@@ -68,8 +74,13 @@ impl Sim {
             0 => DEFAULT_IDEMPOTENCY_TTL_SECS,
             secs => secs,
         };
+        let endpoint = webhook_endpoint(config.webhook_url, config.webhook_secret);
         Self {
-            shared: Arc::new(state::Shared::new(config.faults, Duration::from_secs(ttl))),
+            shared: Arc::new(state::Shared::new(
+                config.faults,
+                Duration::from_secs(ttl),
+                endpoint,
+            )),
         }
     }
 
@@ -99,6 +110,9 @@ impl Sim {
                 get(control::get_faults).post(control::set_faults),
             )
             .route("/stats", get(control::stats))
+            .route("/webhooks", get(control::webhooks))
+            .route("/charges/{id}/refund", post(control::refund))
+            .route("/charges/{id}/dispute", post(control::dispute))
             .route("/reset", post(control::reset));
         Router::new()
             .nest("/v1", v1)
@@ -114,7 +128,8 @@ impl Sim {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        server::serve(self.router(), listener, shutdown).await
+        let router = self.router();
+        server::serve(router, listener, shutdown, self).await
     }
 
     /// Binds `127.0.0.1:0` and serves in a background task.
@@ -160,11 +175,42 @@ impl Sim {
         self.shared.lock().reset();
     }
 
+    /// Sends webhook events to `url`, signed with `secret`, from now on; `None` stops them.
+    pub fn set_webhook_endpoint(&self, endpoint: Option<(String, String)>) {
+        let endpoint = endpoint.and_then(|(url, secret)| webhook_endpoint(Some(url), Some(secret)));
+        self.shared.lock().webhooks.set_endpoint(endpoint);
+    }
+
+    /// Every webhook event emitted so far and each attempt to deliver it.
+    pub fn webhook_deliveries(&self) -> Vec<Delivery> {
+        self.shared.lock().webhooks.deliveries()
+    }
+
+    /// Simulates a full refund of a charge (`ch_...`): emits `charge.refunded`.
+    pub fn refund_charge(&self, charge_id: &str) -> Result<(), String> {
+        self.shared.lock().after_charge(charge_id, false).map(drop)
+    }
+
+    /// Simulates a dispute of a charge (`ch_...`): emits `charge.dispute.created`.
+    pub fn dispute_charge(&self, charge_id: &str) -> Result<(), String> {
+        self.shared.lock().after_charge(charge_id, true).map(drop)
+    }
+
     /// Approves or fails the 3-D Secure challenge of a `requires_action` PaymentIntent,
     /// exactly like `POST /sim/3ds/{id}/complete`.
     pub fn complete_challenge(&self, pi_id: &str, approve: bool) -> Result<(), String> {
         let result = self.shared.lock().complete_challenge(pi_id, approve);
         result.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// Both a URL and a secret, or no endpoint at all.
+fn webhook_endpoint(url: Option<String>, secret: Option<String>) -> Option<webhooks::Endpoint> {
+    match (url, secret) {
+        (Some(url), Some(secret)) if !url.is_empty() && !secret.is_empty() => {
+            Some(webhooks::Endpoint { url, secret })
+        }
+        _ => None,
     }
 }
 

@@ -4,6 +4,8 @@
 //! - `--addr ADDR` / `STRIPE_SIM_ADDR` (default `127.0.0.1:12111`)
 //! - `--faults JSON` / `STRIPE_SIM_FAULTS`, e.g. `{"seed":1,"drop_after":0.1}`
 //! - `--idempotency-ttl-secs N` / `STRIPE_SIM_IDEMPOTENCY_TTL_SECS` (default 86400)
+//! - `STRIPE_SIM_WEBHOOK_URL` and `STRIPE_SIM_WEBHOOK_SECRET`: where webhook events go and the
+//!   secret they are signed with; without both, none are sent
 //! - `RUST_LOG` for log filtering (default `info`)
 
 use std::process::ExitCode;
@@ -55,9 +57,16 @@ fn config(opts: &Options) -> Result<Config, String> {
             .parse()
             .map_err(|_| format!("idempotency TTL: not a number: {s}"))?,
     };
+    let env = |name| {
+        std::env::var(name)
+            .ok()
+            .filter(|s: &String| !s.trim().is_empty())
+    };
     Ok(Config {
         faults,
         idempotency_ttl_secs,
+        webhook_url: env("STRIPE_SIM_WEBHOOK_URL"),
+        webhook_secret: env("STRIPE_SIM_WEBHOOK_SECRET"),
     })
 }
 

@@ -34,6 +34,7 @@ pub async fn serve(
     router: Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    sim: crate::Sim,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -43,6 +44,7 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
+                    sim.shared.lock().stats.connections += 1;
                     // Small JSON answers: don't let Nagle hold them back.
                     let _ = stream.set_nodelay(true);
                     connections.spawn(connection(router.clone(), stream, stop_rx.clone()));

@@ -13,6 +13,7 @@ use crate::errors::ErrorObject;
 use crate::faults::{Faults, Stats};
 use crate::idempotency::IdempotencyStore;
 use crate::intent::{Behavior, PaymentIntent};
+use crate::webhooks::{Endpoint, Outbox, charge_object, dispute_object, intent_event_type};
 
 /// One PaymentIntent as the ledger shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,10 +95,11 @@ pub(crate) struct Inner {
     charges: Vec<LedgerCharge>,
     pub idempotency: IdempotencyStore,
     pub stats: Stats,
+    pub webhooks: Outbox,
 }
 
 impl Inner {
-    fn new(faults: Faults, ttl: Duration) -> Self {
+    fn new(faults: Faults, ttl: Duration, endpoint: Option<Endpoint>) -> Self {
         Self {
             rng: StdRng::seed_from_u64(faults.seed),
             faults,
@@ -106,6 +108,7 @@ impl Inner {
             charges: Vec::new(),
             idempotency: IdempotencyStore::new(ttl),
             stats: Stats::default(),
+            webhooks: Outbox::new(endpoint),
         }
     }
 
@@ -121,14 +124,17 @@ impl Inner {
         self.charges.clear();
         self.idempotency.clear();
         self.stats = Stats::default();
+        self.webhooks.clear();
         self.rng = StdRng::seed_from_u64(self.faults.seed);
     }
 
-    /// Stores a new PaymentIntent, recording its charge if it already succeeded.
+    /// Stores a new PaymentIntent, recording its charge if it already succeeded, and
+    /// announces its status to the webhook endpoint.
     pub fn insert(&mut self, pi: PaymentIntent) {
         if pi.status == "succeeded" {
             self.record_charge(&pi);
         }
+        self.announce(&pi);
         self.index.insert(pi.id.clone(), self.intents.len());
         self.intents.push(pi);
     }
@@ -197,7 +203,34 @@ impl Inner {
         if pi.status == "succeeded" {
             self.record_charge(&pi);
         }
+        self.announce(&pi);
         Ok(pi)
+    }
+
+    fn announce(&self, pi: &PaymentIntent) {
+        if let Some(event_type) = intent_event_type(pi) {
+            self.webhooks.emit(event_type, pi.to_json());
+        }
+    }
+
+    /// Refunds a charge in full or opens a dispute on it: only the webhook
+    /// (`charge.refunded`, `charge.dispute.created`) is simulated.
+    pub fn after_charge(&self, charge_id: &str, dispute: bool) -> Result<String, String> {
+        let charge = self
+            .charges
+            .iter()
+            .find(|c| c.id == charge_id)
+            .ok_or_else(|| format!("No such charge: '{charge_id}'"))?;
+        let pi = self
+            .get(&charge.payment_intent)
+            .ok_or_else(|| format!("No such payment_intent: '{}'", charge.payment_intent))?;
+        let (event_type, object) = if dispute {
+            ("charge.dispute.created", dispute_object(pi, charge_id))
+        } else {
+            ("charge.refunded", charge_object(pi, charge_id, true))
+        };
+        self.webhooks.emit(event_type, object);
+        Ok(event_type.to_owned())
     }
 
     pub fn ledger(&self) -> Ledger {
@@ -226,9 +259,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(faults: Faults, ttl: Duration) -> Self {
+    pub fn new(faults: Faults, ttl: Duration, endpoint: Option<Endpoint>) -> Self {
         Self {
-            inner: Mutex::new(Inner::new(faults, ttl)),
+            inner: Mutex::new(Inner::new(faults, ttl, endpoint)),
         }
     }
 

@@ -74,6 +74,7 @@ pub fn service_env() -> Vec<(String, String)> {
         ("SWEEP_INTERVAL_MS", "1000"),
         ("SWEEP_AFTER_MS", "4000"),
         ("STRIPE_RATE_LIMIT", "0"),
+        ("RATE_LIMIT_PER_MINUTE", "0"),
         ("STRIPE_BREAKER_THRESHOLD", "20"),
         ("STRIPE_BREAKER_COOLDOWN_MS", "1000"),
         ("WORKER_SHUTDOWN_TIMEOUT_MS", "3000"),

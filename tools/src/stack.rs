@@ -94,6 +94,7 @@ impl Stack {
         let sim_url = format!("http://127.0.0.1:{sim_port}");
         let api_url = format!("http://127.0.0.1:{api_port}");
         let mut env = vec![
+            ("WORKER_METRICS_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
             ("DATABASE_URL".to_owned(), database_url.clone()),
             ("REDIS_URL".to_owned(), redis_url.clone()),
             ("QUEUE_NAMESPACE".to_owned(), namespace.clone()),
@@ -246,6 +247,26 @@ impl Stack {
 
     pub fn started_workers(&self) -> usize {
         self.started_workers
+    }
+
+    /// The api's process id (for reading its CPU time and peak memory from /proc).
+    pub fn api_pid(&self) -> Option<u32> {
+        self.api.id()
+    }
+
+    /// stripe-sim's process id.
+    pub fn sim_pid(&self) -> Option<u32> {
+        self.sim.id()
+    }
+
+    /// Process ids of the running workers.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().filter_map(Child::id).collect()
+    }
+
+    /// Where the processes write their logs (`api.log`, `worker-N.log`, ...).
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
     }
 
     /// Stops every process and removes the database and the Redis keys.

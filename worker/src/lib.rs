@@ -6,10 +6,12 @@
 //! - [`jobs::stripe_charge`]: one job = claim the row in Postgres, one Stripe call with the
 //!   transaction's own idempotency key, record the outcome, schedule the retry if any.
 //! - [`stripe`]: the async-stripe calls and the classification of their answers.
+//! - [`metrics`]: the worker's `/metrics` endpoint.
 //! - [`retry`]: backoff with jitter.
 //! - [`sweeper`]: re-enqueues payments whose job was lost.
 
 pub mod jobs;
+pub mod metrics;
 pub mod retry;
 pub mod startup;
 pub mod stripe;

@@ -35,6 +35,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let w = &settings.worker;
     let conn = redis_connection(&settings.redis_url)?;
+    let conn_for_metrics = conn.clone();
     let db = shared::db::pool(&settings.database_url, (w.concurrency as u32).clamp(4, 64));
     let queue = ChargeQueue::new(conn.clone(), &settings.queue_namespace);
     let name = worker_name();
@@ -66,6 +67,16 @@ pub async fn run(
         after: w.sweep_after,
     };
     let sweeper = tokio::spawn(sweeper.run(stop.clone()));
+    let metrics = w.metrics_addr.map(|addr| {
+        let (redis, ns) = (conn_for_metrics.clone(), settings.queue_namespace.clone());
+        tokio::spawn(crate::metrics::serve(
+            addr,
+            ctx.clone(),
+            redis,
+            ns,
+            stop.clone(),
+        ))
+    });
 
     tracing::info!(worker = %name, concurrency, queue = %settings.charge_queue(), "worker starting");
     tokio::spawn({
@@ -124,6 +135,9 @@ pub async fn run(
         }
     }
     let _ = sweeper.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     tracing::info!("worker stopped");
     Ok(())
 }

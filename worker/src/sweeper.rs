@@ -48,6 +48,7 @@ impl Sweeper {
                 .enqueue(*id, None)
                 .await
                 .map_err(|e| e.to_string())?;
+            metrics::counter!("payments_sweeper_requeued_total").increment(1);
         }
         Ok(ids.len())
     }

@@ -13,6 +13,8 @@ pub struct Asset {
 
 const CSS: &str = include_str!("../../static/checkout.css");
 const JS: &str = include_str!("../../static/checkout.js");
+const OPS_CSS: &str = include_str!("../../static/ops.css");
+const OPS_JS: &str = include_str!("../../static/ops.js");
 
 pub fn find(name: &str) -> Option<Asset> {
     match name {
@@ -24,6 +26,14 @@ pub fn find(name: &str) -> Option<Asset> {
             body: JS,
             content_type: "text/javascript; charset=utf-8",
         }),
+        "ops.css" => Some(Asset {
+            body: OPS_CSS,
+            content_type: "text/css; charset=utf-8",
+        }),
+        "ops.js" => Some(Asset {
+            body: OPS_JS,
+            content_type: "text/javascript; charset=utf-8",
+        }),
         _ => None,
     }
 }
@@ -33,6 +43,10 @@ static VERSION: LazyLock<String> = LazyLock::new(|| {
         .chain_update(CSS)
         .chain_update([0])
         .chain_update(JS)
+        .chain_update([0])
+        .chain_update(OPS_CSS)
+        .chain_update([0])
+        .chain_update(OPS_JS)
         .finalize();
     hex::encode(&digest[..6])
 });

@@ -25,6 +25,11 @@ fn checkout_url(price: &str) -> String {
     format!("/checkout?{query}")
 }
 
+#[utoipa::path(get, path = "/", tag = "checkout",
+    responses(
+        (status = 303, description = "To the checkout page of the first price"),
+        (status = 404, description = "No prices configured", content_type = "text/html", body = String),
+    ))]
 pub async fn index(State(state): State<AppState>) -> Response {
     match state.settings.prices.default_name() {
         Some(name) => Redirect::to(&checkout_url(name)).into_response(),
@@ -32,6 +37,16 @@ pub async fn index(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/checkout", tag = "checkout",
+    params(
+        ("price" = Option<String>, Query, description = "A name from PRICES"),
+        ("txn" = Option<String>, Query, description = "A payment to resume following"),
+    ),
+    responses(
+        (status = 200, description = "The checkout page", content_type = "text/html", body = String),
+        (status = 303, description = "No price given: to the default one"),
+        (status = 404, description = "Unknown price", content_type = "text/html", body = String),
+    ))]
 pub async fn page(
     State(state): State<AppState>,
     query: Result<Query<CheckoutQuery>, QueryRejection>,
@@ -65,11 +80,27 @@ pub struct AssetQuery {
 
 /// A URL with the current `?v=` never changes, so it is cached for a year; any other is
 /// revalidated against the version as its ETag.
+#[utoipa::path(get, path = "/static/{file}", tag = "checkout",
+    params(
+        ("file" = String, Path, description = "`checkout.js`, `checkout.css`, ...",
+         example = "checkout.css"),
+        ("v" = Option<String>, Query, description = "The assets' version, for caching"),
+    ),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/css"),
+            (String = "text/javascript"),
+        )),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 404, description = "No such file", body = crate::error::ErrorBody),
+    ))]
 pub async fn asset(
     Path(file): Path<String>,
-    Query(query): Query<AssetQuery>,
+    query: Result<Query<AssetQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // A mangled query string only costs the caller the long cache lifetime.
+    let query = query.map_or(AssetQuery { v: None }, |Query(q)| q);
     let asset = assets::find(&file).ok_or(ApiError::NotFound("file"))?;
     let etag = format!("\"{}\"", assets::version());
     let cache = if query.v.as_deref() == Some(assets::version()) {

@@ -31,6 +31,20 @@ pub const MAX_STREAM: Duration = Duration::from_secs(300);
 /// Comment lines keep proxies from closing a quiet connection.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+#[utoipa::path(
+    get,
+    path = "/transactions/{id}/events",
+    operation_id = "transaction_events",
+    tag = "transactions",
+    params(("id" = String, Path, description = "The transaction id (a UUID)")),
+    responses(
+        (status = 200, description = "`event: state` with the transaction, on connect and on \
+                                      every change; ends after a final state",
+         content_type = "text/event-stream", body = String),
+        (status = 404, description = "Unknown or malformed id", body = crate::error::ErrorBody),
+        (status = 503, body = crate::error::ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(transaction_id = %id))]
 pub async fn stream(
     State(state): State<AppState>,

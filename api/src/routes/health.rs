@@ -10,12 +10,19 @@ use serde_json::{Value, json};
 
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process answers", body = Object)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// 200 only when both Postgres and Redis answer within a second; a load balancer stops sending
 /// payments to an instance that could not record them.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Postgres and Redis answer", body = Object),
+        (status = 503, description = "One of them does not", body = Object),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let limit = Duration::from_secs(1);
     let pg = tokio::time::timeout(limit, async {

@@ -3,4 +3,6 @@
 pub mod checkout;
 pub mod events;
 pub mod health;
+pub mod ops;
 pub mod transactions;
+pub mod webhooks;

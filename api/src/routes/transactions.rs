@@ -10,23 +10,30 @@ use shared::models::{NewTransaction, Transaction, TxError, TxState};
 use shared::transactions::{self as txq, Inserted};
 use uuid::Uuid;
 
-use crate::error::{ApiError, AppJson};
+use crate::error::{ApiError, AppJson, ErrorBody};
+use crate::openapi::{TxErrorDoc, TxStateDoc};
 use crate::state::AppState;
 use crate::validate::{CreateTransaction, validate, validate_idempotency_key};
 
 /// A transaction as clients see it. Worker bookkeeping (leases, attempts, internal errors)
 /// stays inside; the client secret only while the browser needs it for 3-D Secure.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TransactionView {
     pub id: Uuid,
+    #[schema(value_type = TxStateDoc)]
     pub state: TxState,
+    /// Minor units (cents).
     pub amount: i64,
     pub currency: String,
     pub email: String,
+    /// The Stripe PaymentIntent, once there is one.
     pub stripe_id: Option<String>,
+    /// Why the payment failed (`state` = `failed`).
+    #[schema(value_type = Option<TxErrorDoc>)]
     pub error: Option<TxError>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// For Stripe.js' 3-D Secure step; only while `state` is `requires_action`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
 }
@@ -82,6 +89,41 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .transpose()
 }
 
+/// Records a payment and queues its charge.
+#[utoipa::path(
+    post,
+    path = "/transactions",
+    operation_id = "create_transaction",
+    tag = "transactions",
+    request_body = CreateTransaction,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+         description = "1 to 255 visible ASCII characters: the same key and body return the \
+                        first transaction, a different body is 409"),
+    ),
+    responses(
+        (status = 202, description = "Recorded; the charge is queued", body = TransactionView,
+         headers(("Idempotent-Replayed" = String, description = "`true` on a replay")),
+         links(
+             ("show" = (operation_id = "show_transaction",
+                        parameters(("id" = "$response.body#/id")))),
+             ("events" = (operation_id = "transaction_events",
+                          parameters(("id" = "$response.body#/id")))),
+             ("confirm" = (operation_id = "confirm_transaction",
+                           parameters(("id" = "$response.body#/id")))),
+         )),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Amount without a valid merchant key", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "A field is invalid", body = ErrorBody),
+        (status = 429, description = "Rate limit; see Retry-After", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds"))),
+        (status = 503, description = "Postgres unreachable: nothing recorded", body = ErrorBody),
+    ),
+    security((), ("merchant_key" = [])),
+)]
 #[tracing::instrument(skip_all, fields(transaction_id))]
 pub async fn create(
     State(state): State<AppState>,
@@ -149,6 +191,19 @@ pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::NotFound("transaction"))
 }
 
+/// One transaction.
+#[utoipa::path(
+    get,
+    path = "/transactions/{id}",
+    operation_id = "show_transaction",
+    tag = "transactions",
+    params(("id" = String, Path, description = "The transaction id (a UUID)")),
+    responses(
+        (status = 200, body = TransactionView),
+        (status = 404, description = "Unknown or malformed id", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(transaction_id = %id))]
 pub async fn show(
     State(state): State<AppState>,
@@ -167,6 +222,19 @@ pub async fn show(
 /// touched: moving a `processing` payment's retry forward would let a caller burn through its
 /// attempts (and its backoff) by calling this in a loop. Always `202` with the transaction as
 /// it is; the page follows the change through the event stream.
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/confirm",
+    operation_id = "confirm_transaction",
+    tag = "transactions",
+    params(("id" = String, Path, description = "The transaction id (a UUID)")),
+    responses(
+        (status = 202, description = "The transaction as it is; it will be re-checked",
+         body = TransactionView),
+        (status = 404, description = "Unknown or malformed id", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(transaction_id = %id))]
 pub async fn confirm(
     State(state): State<AppState>,

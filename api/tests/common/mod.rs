@@ -14,7 +14,13 @@ use stripe_sim::{Config as SimConfig, RunningSim};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+mod webhooks;
+
 pub const MERCHANT_KEY: &str = "mk_test_0123456789abcdef";
+pub const ADMIN_TOKEN: &str = "admin_test_0123456789abcdef";
+/// The webhook signing secret the api checks; the sim signs with it once
+/// [`TestApp::enable_webhooks`] points it at the api.
+pub const WEBHOOK_SECRET: &str = "whsec_test_harness_0123456789";
 
 pub struct TestApp {
     pub base: String,
@@ -100,6 +106,16 @@ impl TestApp {
         settings.worker.retry.max_delay = Duration::from_millis(500);
         settings.worker.sweep_interval = Duration::from_millis(500);
         settings.worker.sweep_after = Duration::from_secs(3);
+        settings.admin_token = Some(shared::secret::Secret::new(ADMIN_TOKEN));
+        settings.stripe.webhook_secret = Some(shared::secret::Secret::new(WEBHOOK_SECRET));
+        // A port of its own for the (first) worker's /metrics; later workers fail to bind it,
+        // which they log and survive.
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        settings.worker.metrics_addr = Some(([127, 0, 0, 1], metrics_port).into());
         (opts.tweak)(&mut settings);
 
         let mut app = TestApp {

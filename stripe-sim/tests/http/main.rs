@@ -8,3 +8,4 @@ mod faults;
 mod idempotency;
 mod payments;
 mod three_ds;
+mod webhooks;

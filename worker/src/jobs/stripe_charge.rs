@@ -61,6 +61,7 @@ pub async fn stripe_charge(
 ) -> Result<(), BoxDynError> {
     run(&ctx, job).await.map_err(|e| {
         tracing::warn!(error = %e, "charge job will be redelivered");
+        count_job("redelivered");
         Box::new(e) as BoxDynError
     })
 }
@@ -71,6 +72,7 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
         // Spread the returning jobs over a second so the probe is not followed by a stampede.
         let jitter = Duration::from_millis(rand::rng().random_range(0..1000));
         tracing::debug!(?wait, "circuit open: job put back");
+        count_job("deferred");
         return ctx
             .queue
             .enqueue(id, Some(wait + jitter))
@@ -102,6 +104,10 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
         .await
         .map_err(db_err)?;
     drop(conn);
+    count_job(outcome_name(&outcome));
+    if matches!(outcome, Outcome::Retry { .. }) {
+        metrics::counter!("payments_charge_retries_total").increment(1);
+    }
     if let (Some(_), Outcome::Retry { delay, .. }) = (recorded, &outcome) {
         // If this push fails the row still says when it is due, and the sweeper re-enqueues it.
         ctx.queue
@@ -128,6 +134,7 @@ async fn not_claimed(conn: &mut shared::db::PgConn<'_>, id: uuid::Uuid) -> Resul
         }
         Some(t) => tracing::debug!(state = %t.state, "nothing to do for this delivery"),
     }
+    count_job("skipped");
     Ok(())
 }
 
@@ -215,6 +222,13 @@ fn outcome_for(ctx: &ChargeContext, txn: &Transaction, verdict: Verdict) -> Outc
             delay: delay(None),
         },
     }
+}
+
+/// `payments_jobs_total{outcome}`: complete, failed, requires_action, retry (a charge attempt
+/// that will be retried), skipped (nothing to do: duplicate or finished), deferred (circuit
+/// open), redelivered (could not record; apalis runs it again).
+fn count_job(outcome: &'static str) {
+    metrics::counter!("payments_jobs_total", "outcome" => outcome).increment(1);
 }
 
 fn outcome_name(o: &Outcome) -> &'static str {

@@ -83,13 +83,20 @@ impl Stripe {
         })
     }
 
-    /// Every call goes through here: the shared rate limit first, the breaker told after.
+    /// Every call goes through here: the shared rate limit first, then the call, timed and
+    /// counted by outcome; the breaker is told what happened.
     async fn call<T>(
         &self,
+        kind: &'static str,
         send: impl std::future::Future<Output = Result<T, CallError>>,
     ) -> Result<T, CallError> {
         self.limiter.acquire().await;
+        let started = std::time::Instant::now();
         let result = send.await;
+        metrics::histogram!("payments_stripe_request_duration_seconds", "call" => kind)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("payments_stripe_requests_total", "call" => kind, "outcome" => outcome_label(&result))
+            .increment(1);
         match &result {
             Err(e) if is_outage(e) => self.breaker.record_failure(),
             _ => self.breaker.record_success(),
@@ -136,12 +143,12 @@ impl Stripe {
             .use_stripe_sdk(true)
             .customize()
             .request_strategy(RequestStrategy::Idempotent(key));
-        classify(self.call(request.send(&self.client)).await)
+        classify(self.call("create", request.send(&self.client)).await)
     }
 
     pub async fn retrieve(&self, stripe_id: &str) -> Verdict {
         let request = RetrievePaymentIntent::new(stripe_id).customize();
-        classify(self.call(request.send(&self.client)).await)
+        classify(self.call("retrieve", request.send(&self.client)).await)
     }
 
     /// Finds the transaction's PaymentIntent through its `metadata[transaction_id]`: the
@@ -150,7 +157,7 @@ impl Stripe {
         let query = format!("metadata['transaction_id']:'{}'", txn.id);
         let request = SearchPaymentIntent::new(query).customize();
         let found = self
-            .call(request.send(&self.client))
+            .call("search", request.send(&self.client))
             .await
             .map_err(|e| e.to_string())?;
         // Several intents for one transaction could only come from an expired key; any one
@@ -160,6 +167,22 @@ impl Stripe {
             .into_iter()
             .max_by_key(|pi| matches!(pi.status, PaymentIntentStatus::Succeeded));
         Ok(best.map(verdict_for_intent))
+    }
+}
+
+/// A small, fixed set of labels: never the error text (unbounded cardinality).
+fn outcome_label<T>(result: &Result<T, CallError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(CallError::Api { status: 402, .. }) => "card_error",
+        Err(CallError::Api { status: 409, .. }) => "conflict",
+        Err(CallError::Api { status: 429, .. }) => "rate_limited",
+        Err(CallError::Api { status, .. }) if *status >= 500 => "server_error",
+        Err(CallError::Api { .. }) => "client_error",
+        Err(CallError::Timeout) => "timeout",
+        Err(CallError::Connect(_)) => "connect_error",
+        Err(CallError::Broken(_)) => "connection_broken",
+        Err(CallError::Unreadable { .. }) => "unreadable",
     }
 }
 

@@ -1,0 +1,112 @@
+// The ops page: polls /ops/api/summary (same origin; the browser resends the Basic
+// credentials it was asked for) and renders it. No framework, no inline script (CSP 'self').
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+function cell(text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text == null ? "—" : String(text);
+  if (cls) td.className = cls;
+  return td;
+}
+
+function rows(tbody, items, render, empty) {
+  tbody.replaceChildren();
+  if (!items.length) {
+    const tr = document.createElement("tr");
+    const td = cell(empty, "empty");
+    td.colSpan = tbody.closest("table").querySelectorAll("th").length;
+    tr.append(td);
+    tbody.append(tr);
+    return;
+  }
+  for (const item of items) {
+    const tr = document.createElement("tr");
+    tr.append(...render(item));
+    tbody.append(tr);
+  }
+}
+
+function tiles(dl, pairs, warn) {
+  dl.replaceChildren();
+  for (const [name, value] of pairs) {
+    const div = document.createElement("div");
+    if (warn.includes(name) && value > 0) div.className = "warn";
+    const dt = document.createElement("dt");
+    dt.textContent = name;
+    const dd = document.createElement("dd");
+    dd.textContent = value == null ? "—" : value;
+    div.append(dt, dd);
+    dl.append(div);
+  }
+}
+
+function chart(points) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 600 160");
+  svg.setAttribute("preserveAspectRatio", "none");
+  const minutes = [];
+  const now = Math.floor(Date.now() / 60000);
+  for (let i = 14; i >= 0; i--) minutes.push(now - i);
+  const by = (m, s) => points.filter((p) => Math.floor(Date.parse(p.minute) / 60000) === m && p.state === s)
+    .reduce((a, p) => a + p.count, 0);
+  const max = Math.max(1, ...minutes.map((m) => by(m, "complete") + by(m, "failed")));
+  const w = 600 / minutes.length;
+  minutes.forEach((m, i) => {
+    let y = 140;
+    for (const [state, cls] of [["complete", "ok"], ["failed", "bad"]]) {
+      const h = (by(m, state) / max) * 120;
+      const r = document.createElementNS(ns, "rect");
+      r.setAttribute("x", i * w + 4); r.setAttribute("width", w - 8);
+      r.setAttribute("y", y - h); r.setAttribute("height", h); r.setAttribute("class", cls);
+      svg.append(r);
+      y -= h;
+    }
+  });
+  const label = document.createElementNS(ns, "text");
+  label.setAttribute("x", 4); label.setAttribute("y", 156);
+  label.textContent = `max ${max}/min · blue complete · red failed`;
+  svg.append(label);
+  $("chart").replaceChildren(svg);
+}
+
+async function retry(button, id) {
+  button.disabled = true;
+  const res = await fetch(`/ops/api/dead/${encodeURIComponent(id)}/retry`, { method: "POST" });
+  button.textContent = res.ok ? "Queued" : "Failed";
+  refresh();
+}
+
+async function refresh() {
+  try {
+    const res = await fetch("/ops/api/summary", { headers: { accept: "application/json" } });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const s = await res.json();
+    const q = s.queue || {};
+    tiles($("queue"), [["scheduled", q.scheduled], ["ready", q.active], ["in flight", q.inflight],
+      ["done", q.done], ["dead", q.dead], ["workers", q.workers]], ["dead"]);
+    tiles($("payments"), Object.entries(s.transactions), ["failed"]);
+    chart(s.throughput);
+    rows($("workers"), s.workers, (w) => [cell(w.name), cell(new Date(w.last_seen * 1000).toLocaleTimeString())], "no live worker");
+    rows($("dead"), s.dead, (d) => {
+      const td = document.createElement("td");
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = "Retry";
+      b.setAttribute("aria-label", `Retry job ${d.task_id}`);
+      b.addEventListener("click", () => retry(b, d.task_id));
+      td.append(b);
+      return [cell(d.task_id), cell(d.transaction_id), cell(d.attempts), cell(d.last_error), td];
+    }, "no dead job");
+    rows($("failures"), s.failures, (f) => [cell(new Date(f.updated_at).toLocaleString()), cell(f.id),
+      cell(`${(f.amount / 100).toFixed(2)} ${f.currency.toUpperCase()}`), cell(f.error_code), cell(f.decline_code)], "no failure");
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (e) {
+    $("updated").textContent = `could not refresh: ${e.message}`;
+  }
+}
+
+refresh();
+setInterval(refresh, 5000);

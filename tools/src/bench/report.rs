@@ -1,0 +1,356 @@
+//! `results.md` and the data of `results.svg`: the machine, the settings, every figure with its
+//! error counts, the targets held or missed, and what the CPU split says bounds each miss.
+
+use std::fmt::Write;
+
+use super::latency::{self, Step};
+use super::machine::Machine;
+use super::stats::ms;
+use super::{Bench, CEILING_TASKS, Results};
+
+pub(super) fn row(out: &mut String, cells: &[String]) {
+    let _ = writeln!(out, "| {} |", cells.join(" | "));
+}
+
+pub(super) fn header(out: &mut String, cells: &[&str]) {
+    let _ = writeln!(out, "| {} |", cells.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(cells.len()));
+}
+
+pub fn markdown(bench: &Bench, m: &Machine, r: &Results, elapsed_secs: f64) -> String {
+    let mut out = String::new();
+    let t = &bench.timing;
+    let _ = writeln!(out, "# Benchmark results\n");
+    let _ = writeln!(
+        out,
+        "Written by `make bench` (`target/release/bench{}`) on {}, in {:.0} s. **{}** The machine \
+         may have been shared while this ran (1-minute load average before the run: {}), so \
+         treat the figures as a lower bound for a quiet machine.\n",
+        if bench.opts.quick { " --quick" } else { "" },
+        m.date,
+        elapsed_secs,
+        if bench.opts.quick {
+            "Quick mode: a few seconds per step, to check the harness, not to quote."
+        } else {
+            "Full run."
+        },
+        m.load_before
+    );
+    header(&mut out, &["machine", ""]);
+    row(&mut out, &["cores (nproc)".into(), m.cores.to_string()]);
+    row(&mut out, &["CPU".into(), m.cpu_model.clone()]);
+    row(&mut out, &["memory".into(), format!("{:.1} GB", m.mem_gb)]);
+    row(&mut out, &["Postgres".into(), m.postgres.clone()]);
+    row(&mut out, &["Redis".into(), m.redis.clone()]);
+    let _ = writeln!(out);
+    header(&mut out, &["settings", ""]);
+    for (k, v) in [
+        ("binaries", "release, one process each (api, worker × N, stripe-sim), all on this machine with Postgres and Redis".to_owned()),
+        ("service environment", "`STRIPE_RATE_LIMIT=0`, `RATE_LIMIT_PER_MINUTE=0`, `RUST_LOG=warn`, `LOG_FORMAT=json`, `WORKER_POLL_INTERVAL_MS=20`, `SWEEP_AFTER_MS=120000`".to_owned()),
+        ("payments", "`pm_card_visa` (all succeed), price `basic`, a fresh `Idempotency-Key` each".to_owned()),
+        ("ceiling", format!("{CEILING_TASKS} tasks over a pool of {CEILING_TASKS}, {:.0} s each", t.ceiling.as_secs_f64())),
+        ("end to end", format!("backlog held at max(1000, 2 × slots) unfinished payments by 32 POSTs in flight; warm-up ≥ {:.0} s, window {:.0} s", t.warmup.as_secs_f64(), t.window.as_secs_f64())),
+        ("latency", format!("open loop, {:.0} s per rate, 1 worker × {} running, sim latency 0; a rate holds while p99 ≤ {} ms and errors ≤ 0.1 %", t.step.as_secs_f64(), latency::WORKER_CONCURRENCY, latency::P99_LIMIT.as_millis())),
+    ] {
+        row(&mut out, &[k.to_owned(), v]);
+    }
+    let _ = writeln!(out);
+    ceiling_section(&mut out, r);
+    e2e_section(&mut out, r);
+    latency_section(&mut out, r);
+    cost_section(&mut out, r);
+    super::targets::section(&mut out, m, r);
+    method_section(&mut out);
+    out
+}
+
+fn ceiling_section(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "## 1. The ceiling: Postgres and Redis alone\n");
+    let Some(c) = &r.ceiling else {
+        let _ = writeln!(out, "Not run.\n");
+        return;
+    };
+    header(out, &["what", "rate", "errors", "CPU (cores busy)"]);
+    row(
+        out,
+        &[
+            "Postgres: insert + claim + record(Complete), one pool checkout each (`shared::db::pool`)".into(),
+            format!("**{:.0} payments/s**", c.postgres.rate.per_sec()),
+            c.postgres.rate.errors.to_string(),
+            c.postgres.cpu.describe(),
+        ],
+    );
+    for v in &c.variants {
+        row(
+            out,
+            &[
+                format!("the same, {} (diagnostic)", v.name),
+                format!("{:.0} payments/s", v.rate.per_sec()),
+                v.rate.errors.to_string(),
+                v.cpu.describe(),
+            ],
+        );
+    }
+    row(
+        out,
+        &[
+            "Redis: `ChargeQueue::enqueue` (pushed, while the consumer runs)".into(),
+            format!("{:.0} jobs/s", c.redis_push.per_sec()),
+            c.redis_push.errors.to_string(),
+            "(below)".into(),
+        ],
+    );
+    row(
+        out,
+        &[
+            "Redis: fetch + ack as apalis' scripts do (consumed)".into(),
+            format!("**{:.0} jobs/s**", c.redis_consume.rate.per_sec()),
+            c.redis_consume.rate.errors.to_string(),
+            c.redis_consume.cpu.describe(),
+        ],
+    );
+    let _ = writeln!(
+        out,
+        "\nThe Redis consumer is an approximation of apalis' fetch and ack (same keys and commands, \
+         without decoding or dispatch), so jobs/s is an upper bound.\n"
+    );
+}
+
+pub fn ceiling_pg(r: &Results) -> f64 {
+    r.ceiling
+        .as_ref()
+        .map_or(0.0, |c| c.postgres.rate.per_sec())
+}
+
+fn e2e_section(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "## 2. End to end: POST to `complete`\n");
+    if r.e2e.is_empty() {
+        let _ = writeln!(out, "Not run.\n");
+        return;
+    }
+    let pg = ceiling_pg(r);
+    header(
+        out,
+        &[
+            "sim latency",
+            "workers × concurrency",
+            "payments/s",
+            "÷ Postgres ceiling",
+            "÷ concurrency/latency",
+            "backlog min / avg",
+            "POST errors",
+            "warnings logged",
+            "CPU (cores busy)",
+        ],
+    );
+    for (cfg, t) in &r.e2e {
+        row(
+            out,
+            &[
+                format!("{} ms", cfg.sim_latency_ms),
+                format!("{} × {}", cfg.workers, cfg.concurrency),
+                format!("**{:.0}**", t.per_sec()),
+                if pg > 0.0 {
+                    format!("{:.0} %", 100.0 * t.per_sec() / pg)
+                } else {
+                    "-".into()
+                },
+                cfg.latency_bound().map_or("-".into(), |b| {
+                    format!("{:.0} % of {b:.0}", 100.0 * t.per_sec() / b)
+                }),
+                format!(
+                    "{} / {:.0}{}",
+                    t.backlog_min,
+                    t.backlog_avg,
+                    if t.backlog_avg < cfg.slots() as f64 {
+                        " †"
+                    } else {
+                        ""
+                    }
+                ),
+                t.post_errors.to_string(),
+                match &t.logged.example {
+                    Some(e) => format!("{} ({})", t.logged.count, e.replace('|', "/")),
+                    None => t.logged.count.to_string(),
+                },
+                t.cpu.describe(),
+            ],
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nCompletions are counted in Postgres (`updated_at` of `complete` rows inside the window). \
+         \"Backlog\" is unfinished payments sampled every 100 ms: above zero throughout means the \
+         workers never waited for work; † marks runs where it averaged fewer than the workers' slots: \
+         the api accepted payments more slowly than the workers finished them, so the figure is \
+         the api's accept rate under that load. Failed payments after the runs: {}.\n",
+        r.e2e.iter().map(|(_, t)| t.failed).sum::<i64>()
+    );
+}
+
+fn step_rows(out: &mut String, steps: &[Step]) {
+    for s in steps {
+        row(
+            out,
+            &[
+                s.method.into(),
+                format!("{:.0}", s.rate),
+                s.offered.to_string(),
+                ms(s.latency.p50),
+                ms(s.latency.p99),
+                ms(s.latency.max),
+                s.errors.to_string(),
+                if s.holds() {
+                    "yes".into()
+                } else {
+                    "**no**".into()
+                },
+                s.backlog_before.to_string(),
+                s.cpu.describe(),
+            ],
+        );
+    }
+}
+
+fn latency_section(out: &mut String, r: &Results) {
+    let _ = writeln!(
+        out,
+        "## 3. API latency at a fixed offered rate (open loop)\n"
+    );
+    let Some(l) = &r.latency else {
+        let _ = writeln!(out, "Not run.\n");
+        return;
+    };
+    header(
+        out,
+        &[
+            "request",
+            "offered/s",
+            "requests",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "errors",
+            "holds",
+            "backlog before",
+            "CPU (cores busy)",
+        ],
+    );
+    step_rows(out, &l.post);
+    step_rows(out, &l.get);
+    step_rows(out, l.post_alone.as_slice());
+    let best = |steps: &[Step]| {
+        latency::Results::highest(steps).map_or("none".to_owned(), |s| format!("{:.0}/s", s.rate))
+    };
+    let _ = writeln!(
+        out,
+        "\nHighest rate that holds: POST {}, GET {} (the next step up is the first that did not, \
+         or the ramp ended). Latency runs from each request's scheduled send time to its checked \
+         response.\n",
+        best(&l.post),
+        best(&l.get)
+    );
+    let f = &l.time_to_final;
+    let _ = writeln!(out, "## 4. Time to final state\n");
+    header(
+        out,
+        &[
+            "offered",
+            "payments",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "not complete",
+            "POST errors",
+        ],
+    );
+    row(
+        out,
+        &[
+            format!("{:.0} POST/s", f.rate),
+            f.payments.to_string(),
+            ms(f.latency.p50),
+            ms(f.latency.p99),
+            ms(f.latency.max),
+            f.not_complete.to_string(),
+            f.post_errors.to_string(),
+        ],
+    );
+    let _ = writeln!(
+        out,
+        "\nFrom the row's `created_at` (insert) to its `updated_at` when it became `complete`, \
+         1 worker × {}, sim latency 0.\n",
+        latency::WORKER_CONCURRENCY
+    );
+}
+
+fn cost_section(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "## 5. Cost\n");
+    if r.e2e.is_empty() {
+        let _ = writeln!(out, "Not run.\n");
+        return;
+    }
+    header(
+        out,
+        &[
+            "sim latency",
+            "workers × concurrency",
+            "api peak RSS MB",
+            "worker peak RSS MB (largest)",
+            "api CPU s / 1,000",
+            "worker CPU s / 1,000",
+            "Stripe requests / payment",
+            "Stripe connections / payment",
+        ],
+    );
+    for (cfg, t) in &r.e2e {
+        let per = |n: u64| {
+            if t.total_complete > 0 {
+                n as f64 / t.total_complete as f64
+            } else {
+                0.0
+            }
+        };
+        row(
+            out,
+            &[
+                format!("{} ms", cfg.sim_latency_ms),
+                format!("{} × {}", cfg.workers, cfg.concurrency),
+                format!("{:.1}", t.api_rss_mb),
+                format!("{:.1}", t.worker_rss_mb),
+                format!("{:.2}", t.api_cpu_per_1000()),
+                format!("{:.2}", t.worker_cpu_per_1000()),
+                format!("{:.2}", per(t.sim_requests)),
+                format!(
+                    "{:.4} ({} / {})",
+                    t.connections_per_payment(),
+                    t.sim_connections,
+                    t.total_complete
+                ),
+            ],
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nCPU is utime + stime from `/proc/<pid>/stat` over the window: api per payment accepted, \
+         workers per payment completed. Peak RSS is `VmHWM` at the end of the run. Connections are \
+         stripe-sim's count of accepted TCP connections over the whole run (including the \
+         harness's own one or two) ÷ payments completed.\n"
+    );
+}
+
+fn method_section(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "## How it was measured\n\n\
+         - Every deployment is `tools::stack::Stack`: fresh database and Redis namespace, removed \
+         after the run. The load generator is `tools/src/bin/bench.rs` in the same machine, so it \
+         competes for the same cores (its share is the `bench` entry of each CPU split).\n\
+         - \"CPU (cores busy)\" adds utime + stime of the api, the workers, stripe-sim, the Postgres \
+         backends serving the run's database (not Postgres' WAL writer or checkpointer), the whole \
+         redis-server and the generator over the window, divided by its length.\n\
+         - Every response is checked (status, and the body's id and state); errors are counted by \
+         kind and never dropped. \"Warnings logged\" counts WARN/ERROR lines in the api and worker \
+         logs (`target/release/bench-logs/`), with the most frequent one.\n"
+    );
+}

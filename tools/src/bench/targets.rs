@@ -1,0 +1,146 @@
+//! The targets of the issue, each held or missed, and for each the figures that say what bounds
+//! it: the CPU split of the run, the Postgres ceiling, the api without the worker.
+
+use std::fmt::Write;
+
+use super::Results;
+use super::latency;
+use super::machine::Machine;
+use super::report::{ceiling_pg, header, row};
+use super::stats::ms;
+
+fn find(
+    r: &Results,
+    lat: u64,
+    workers: usize,
+    conc: usize,
+) -> Option<&(super::e2e::Config, super::e2e::Throughput)> {
+    r.e2e
+        .iter()
+        .find(|(c, _)| c.sim_latency_ms == lat && c.workers == workers && c.concurrency == conc)
+}
+
+fn bound_by(cpu: &super::probe::CpuSplit, cores: usize) -> String {
+    let busy = if cpu.wall > 0.0 {
+        cpu.total() / cpu.wall
+    } else {
+        0.0
+    };
+    let (who, c) = cpu.busiest();
+    if busy >= 0.85 * cores as f64 {
+        format!(
+            "CPU: {busy:.2} of {cores} cores busy ({}); the largest share is {who} ({c:.2} cores)",
+            cpu.describe()
+        )
+    } else {
+        format!(
+            "not CPU ({busy:.2} of {cores} cores busy: {}): waiting — on round trips, the pool or the queue",
+            cpu.describe()
+        )
+    }
+}
+
+pub fn section(out: &mut String, m: &Machine, r: &Results) {
+    let _ = writeln!(out, "## Targets\n");
+    header(out, &["target", "measured", "held", "what bounds it"]);
+    let pg = ceiling_pg(r);
+    let best0 = r
+        .e2e
+        .iter()
+        .filter(|(c, _)| c.sim_latency_ms == 0)
+        .max_by(|a, b| a.1.per_sec().total_cmp(&b.1.per_sec()));
+    if let Some((cfg, t)) = best0 {
+        let held = pg > 0.0 && t.per_sec() >= 0.5 * pg;
+        row(
+            out,
+            &[
+                "end to end at sim latency 0 ≥ ½ the Postgres ceiling".into(),
+                format!(
+                    "best {:.0}/s ({} × {}) = {:.0} % of {pg:.0}/s",
+                    t.per_sec(),
+                    cfg.workers,
+                    cfg.concurrency,
+                    100.0 * t.per_sec() / pg.max(1.0)
+                ),
+                yes_no(held),
+                bound_by(&t.cpu, m.cores),
+            ],
+        );
+    }
+    if let Some(l) = &r.latency
+        && let Some(s) = latency::Results::at(&l.post, 1000.0)
+    {
+        let held = s.latency.p99 < std::time::Duration::from_millis(10) && s.errors.total() == 0;
+        let mut why = bound_by(&s.cpu, m.cores);
+        if let Some((_, best)) = best0 {
+            let _ = write!(
+                why,
+                ". Each POST is also a charge for the worker: 1,000/s is {:.0} % of the best end-to-end rate above ({:.0}/s), so requests queue for the shared cores",
+                100_000.0 / best.per_sec().max(1.0),
+                best.per_sec()
+            );
+        }
+        if let Some(a) = &l.post_alone {
+            let _ = write!(
+                why,
+                ". With the worker stopped, POST at 1,000/s: p99 {} ms",
+                ms(a.latency.p99)
+            );
+        }
+        row(
+            out,
+            &[
+                "POST /transactions p99 < 10 ms at 1,000/s offered".into(),
+                format!("p99 {} ms, errors {}", ms(s.latency.p99), s.errors),
+                yes_no(held),
+                why,
+            ],
+        );
+    }
+    if let Some((cfg, t)) = find(r, 250, 1, 1000) {
+        let bound = cfg.latency_bound().unwrap_or(0.0);
+        let held = t.per_sec() >= 0.8 * bound;
+        let mut why = String::new();
+        if pg > 0.0 && pg < 0.8 * bound {
+            let _ = write!(
+                why,
+                "Postgres: alone it allows {pg:.0} payments/s here, below the {:.0}/s the target needs, so the target cannot hold on this machine. ",
+                0.8 * bound
+            );
+        }
+        let _ = write!(
+            why,
+            "Charges in flight on average ≈ {:.0} (throughput × 0.25 s); stripe-sim saw {} connections. {}",
+            t.per_sec() * 0.25,
+            t.sim_connections,
+            bound_by(&t.cpu, m.cores)
+        );
+        row(
+            out,
+            &[
+                "sim latency 250 ms, 1 worker × 1,000: ≥ 80 % of concurrency ÷ latency".into(),
+                format!(
+                    "{:.0}/s = {:.0} % of {bound:.0}/s",
+                    t.per_sec(),
+                    100.0 * t.per_sec() / bound
+                ),
+                yes_no(held),
+                why,
+            ],
+        );
+        row(
+            out,
+            &[
+                "…and the worker's peak RSS < 150 MB".into(),
+                format!("{:.1} MB", t.worker_rss_mb),
+                yes_no(t.worker_rss_mb > 0.0 && t.worker_rss_mb < 150.0),
+                "-".into(),
+            ],
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn yes_no(held: bool) -> String {
+    if held { "yes".into() } else { "**no**".into() }
+}
