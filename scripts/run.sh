@@ -26,10 +26,20 @@ if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
     STRIPE_SIM_WEBHOOK_SECRET="$STRIPE_WEBHOOK_SECRET" "$bin/stripe-sim" & pids+=($!)
 fi
 
+if [ -z "${ADMIN_TOKEN:-}" ]; then
+  # A one-off token for this development run, so /ops works; set ADMIN_TOKEN to choose your own.
+  ADMIN_TOKEN="dev-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+  export ADMIN_TOKEN
+  generated_admin_token=1
+fi
+
 "$bin/api" migrate
 "$bin/api" & pids+=($!)
 "$bin/worker" & pids+=($!)
 echo "api on http://${API_ADDR:-127.0.0.1:8080} — try:"
 echo "  curl -s -XPOST http://${API_ADDR:-127.0.0.1:8080}/transactions -H 'content-type: application/json' \\"
 echo "       -d '{\"price\":\"basic\",\"email\":\"you@example.com\",\"payment_method\":\"pm_card_visa\"}'"
+if [ -n "${generated_admin_token:-}" ]; then
+  echo "ops page: http://${API_ADDR:-127.0.0.1:8080}/ops (any user name; password: this run's ADMIN_TOKEN=$ADMIN_TOKEN)"
+fi
 wait -n "${pids[@]}"
