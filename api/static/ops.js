@@ -45,7 +45,7 @@ function tiles(dl, pairs, warn) {
 function chart(points) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", "0 0 600 160");
+  svg.setAttribute("viewBox", "0 0 600 145");
   svg.setAttribute("preserveAspectRatio", "none");
   const minutes = [];
   const now = Math.floor(Date.now() / 60000);
@@ -65,11 +65,11 @@ function chart(points) {
       y -= h;
     }
   });
-  const label = document.createElementNS(ns, "text");
-  label.setAttribute("x", 4); label.setAttribute("y", 156);
-  label.textContent = `max ${max}/min · blue complete · red failed`;
-  svg.append(label);
-  $("chart").replaceChildren(svg);
+  // The caption is HTML, not SVG text: the chart stretches to the page width, text must not.
+  const caption = document.createElement("p");
+  caption.className = "muted";
+  caption.textContent = `highest minute: ${max} · blue complete · red failed`;
+  $("chart").replaceChildren(svg, caption);
 }
 
 async function retry(button, id) {
