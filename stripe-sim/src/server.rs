@@ -118,3 +118,29 @@ async fn connection(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::{Config, Sim};
+
+    #[tokio::test]
+    async fn accepted_connections_are_counted_not_requests() {
+        let running = Sim::spawn(Config::default()).await.unwrap();
+        let url = format!("{}/sim/stats", running.base_url());
+        // Three requests on one keep-alive connection, one on another.
+        let pooled = reqwest::Client::new();
+        for _ in 0..3 {
+            pooled.get(&url).send().await.unwrap();
+        }
+        reqwest::Client::new().get(&url).send().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running.sim.stats().connections < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(running.sim.stats().connections, 2);
+        running.shutdown().await;
+    }
+}

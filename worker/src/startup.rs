@@ -36,7 +36,10 @@ pub async fn run(
     let w = &settings.worker;
     let conn = redis_connection(&settings.redis_url)?;
     let conn_for_metrics = conn.clone();
-    let db = shared::db::pool(&settings.database_url, (w.concurrency as u32).clamp(4, 64));
+    // A job holds a connection only to claim and to record, never across the Stripe call, so a
+    // small pool serves a large concurrency; it also keeps several workers plus the api under
+    // Postgres' default 100 connections.
+    let db = shared::db::pool(&settings.database_url, (w.concurrency as u32).clamp(4, 16));
     let queue = ChargeQueue::new(conn.clone(), &settings.queue_namespace);
     let name = worker_name();
     let ctx = Arc::new(ChargeContext {

@@ -292,6 +292,8 @@ pub struct Ceiling {
     pub variants: Vec<Measured>,
     pub redis_push: Rate,
     pub redis_consume: Measured,
+    /// Where the Postgres backends' time went during the main loop (`None`: no usable perf).
+    pub pg_profile: Option<super::profile::PgProfile>,
 }
 
 /// Runs against a deployment with no worker (the api idles): its database and namespace are
@@ -323,8 +325,29 @@ async fn measure(bench: &Bench, stack: &Stack) -> anyhow::Result<Ceiling> {
     let url = &stack.database_url;
     let mut conn = super::pg::connect(url).await?;
     let n = CEILING_TASKS;
+    // Each pool outlives its probe: its backends must still exist when their CPU is read.
     let pool = shared::db::pool(url, n as u32);
-    let as_issued = probed(stack, &mut conn, "as issued", postgres(pool, n, t.ceiling)).await;
+    // Profile the middle of the main loop (after its pool warm-up), when perf allows.
+    let perf_for = t
+        .ceiling
+        .saturating_sub(Duration::from_secs(1))
+        .clamp(Duration::from_millis(500), Duration::from_secs(5));
+    let perf = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        super::profile::record(perf_for).await
+    });
+    let as_issued = probed(
+        stack,
+        &mut conn,
+        "as issued",
+        postgres(pool.clone(), n, t.ceiling),
+    )
+    .await;
+    drop(pool);
+    let pg_profile = match perf.await.ok().flatten() {
+        Some(path) => super::profile::summarize(path).await,
+        None => None,
+    };
     bench.progress(&format!(
         "ceiling: Postgres {:.0} payments/s ({} errors) {}",
         as_issued.rate.per_sec(),
@@ -343,7 +366,9 @@ async fn measure(bench: &Bench, stack: &Stack) -> anyhow::Result<Ceiling> {
     ];
     let mut measured = Vec::new();
     for (name, pool) in variants {
-        let m = probed(stack, &mut conn, name, postgres(pool, n, t.ceiling_variant)).await;
+        let run = postgres(pool.clone(), n, t.ceiling_variant);
+        let m = probed(stack, &mut conn, name, run).await;
+        drop(pool);
         bench.progress(&format!(
             "ceiling: Postgres {name}: {:.0} payments/s ({} errors) {}",
             m.rate.per_sec(),
@@ -372,5 +397,6 @@ async fn measure(bench: &Bench, stack: &Stack) -> anyhow::Result<Ceiling> {
         variants: measured,
         redis_push,
         redis_consume,
+        pg_profile,
     })
 }

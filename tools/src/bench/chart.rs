@@ -60,23 +60,20 @@ pub fn chart(r: &Results) -> String {
     };
     if let Some(l) = &r.latency {
         for (k, (steps, name)) in [(&l.post, "POST"), (&l.get, "GET")].into_iter().enumerate() {
-            for (j, (pct, pick)) in [("p50", 0), ("p99", 1)].into_iter().enumerate() {
+            for median in [true, false] {
                 let points = steps
                     .iter()
                     .map(|s| {
-                        let d = if pick == 0 {
-                            s.latency.p50
-                        } else {
-                            s.latency.p99
-                        };
+                        let d = if median { s.latency.p50 } else { s.latency.p99 };
                         (s.rate, (d.as_secs_f64() * 1000.0).max(0.01))
                     })
                     .collect();
                 right.series.push(Series {
-                    name: format!("{name} {pct}"),
+                    name: format!("{name} {}", if median { "p50" } else { "p99" }),
                     points,
-                    color: svg::PALETTE[(2 * k + j) % svg::PALETTE.len()],
-                    dashed: pick == 0,
+                    // One colour per request, dashed for the median.
+                    color: svg::PALETTE[k % svg::PALETTE.len()],
+                    dashed: median,
                 });
             }
         }

@@ -57,6 +57,8 @@ pub struct Throughput {
     pub sim_connections: u64,
     /// Rows not `complete` after the run (none are expected: every card succeeds).
     pub failed: i64,
+    /// Worker processes that exited during the run (none are expected).
+    pub workers_exited: usize,
 }
 
 impl Throughput {
@@ -87,12 +89,20 @@ impl Throughput {
     }
 }
 
+struct StopOnDrop(Arc<BacklogGate>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 fn per_1000(secs: f64, n: i64) -> f64 {
     if n > 0 { secs * 1000.0 / n as f64 } else { 0.0 }
 }
 
 pub async fn run(bench: &Bench, cfg: Config) -> anyhow::Result<Throughput> {
-    let stack = bench
+    let mut stack = bench
         .start_stack(
             &cfg.label(),
             cfg.workers,
@@ -101,8 +111,14 @@ pub async fn run(bench: &Bench, cfg: Config) -> anyhow::Result<Throughput> {
         )
         .await?;
     let result = measure(bench, &stack, cfg).await;
-    bench.teardown_checked(stack).await?;
-    result
+    // A worker that died (a crash, or something outside killing it) is reported with the run,
+    // not hidden; the grid goes on, so one lost process does not cost the whole benchmark.
+    let exited = stack.workers_exited();
+    bench.teardown(stack).await?;
+    result.map(|t| Throughput {
+        workers_exited: exited,
+        ..t
+    })
 }
 
 async fn measure(bench: &Bench, stack: &Stack, cfg: Config) -> anyhow::Result<Throughput> {
@@ -113,6 +129,8 @@ async fn measure(bench: &Bench, stack: &Stack, cfg: Config) -> anyhow::Result<Th
     let mut monitor_conn = pg::connect(&stack.database_url).await?;
     let target = (2 * cfg.slots()).max(1000) as i64;
     let gate = Arc::new(BacklogGate::default());
+    // However this function returns, the generator and the monitor stop with it.
+    let _stop = StopOnDrop(gate.clone());
     let samples = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let monitor = tokio::spawn({
@@ -181,5 +199,6 @@ async fn measure(bench: &Bench, stack: &Stack, cfg: Config) -> anyhow::Result<Th
         failed: pg::count_state(&mut conn, "failed").await?,
         sim_requests: stats["requests"].as_u64().unwrap_or(0),
         sim_connections: stats["connections"].as_u64().unwrap_or(0),
+        workers_exited: 0,
     })
 }

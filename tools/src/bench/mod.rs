@@ -7,7 +7,8 @@
 //!   stripe-sim latency 0 and 250 ms, `WORKER_CONCURRENCY` 10/100/1,000, one and two workers.
 //! - [`latency`]: POST and GET latency at fixed offered rates (open loop); time to `complete`.
 //! - [`http`]: the load generators; [`pg`]: what is counted in Postgres; [`probe`] and
-//!   [`procstat`]: CPU, memory and logged warnings of each process; [`stats`]: percentiles.
+//!   [`procstat`]: CPU, memory and logged warnings of each process; [`profile`]: where
+//!   Postgres' time goes, from `perf`; [`stats`]: percentiles.
 //! - [`report`] writes `results.md` (with [`machine`]: what it ran on; [`targets`]: held or
 //!   missed, and why), [`chart`] draws `results.svg` with [`svg`].
 //!
@@ -23,6 +24,7 @@ pub mod machine;
 pub mod pg;
 pub mod probe;
 pub mod procstat;
+pub mod profile;
 pub mod report;
 pub mod stats;
 pub mod svg;
@@ -87,6 +89,9 @@ pub struct Phases {
 pub struct Options {
     pub quick: bool,
     pub phases: Phases,
+    /// Only these end-to-end runs (labels like `lat0-w1-c100`); all when empty. For profiling
+    /// one configuration, or re-measuring it.
+    pub only_configs: Vec<String>,
     pub bin_dir: PathBuf,
     pub log_dir: PathBuf,
 }
@@ -237,10 +242,14 @@ impl Bench {
             results.ceiling = Some(ceiling::run(self).await?);
         }
         if p.e2e {
-            for cfg in e2e_grid() {
+            let wanted = |c: &e2e::Config| {
+                let o = &self.opts.only_configs;
+                o.is_empty() || o.contains(&c.label())
+            };
+            for cfg in e2e_grid().into_iter().filter(wanted) {
                 let t = e2e::run(self, cfg).await?;
                 self.progress(&format!(
-                    "e2e sim {:>3} ms, {} worker(s) × {:>4}: {:>7.1} payments/s (backlog avg {:.0}, POST errors {}, logged warnings {}) {}",
+                    "e2e sim {:>3} ms, {} worker(s) × {:>4}: {:>7.1} payments/s (backlog avg {:.0}, POST errors {}, logged warnings {}, workers exited {}) {}",
                     cfg.sim_latency_ms,
                     cfg.workers,
                     cfg.concurrency,
@@ -248,6 +257,7 @@ impl Bench {
                     t.backlog_avg,
                     t.post_errors,
                     t.logged.count,
+                    t.workers_exited,
                     t.cpu.describe()
                 ));
                 results.e2e.push((cfg, t));

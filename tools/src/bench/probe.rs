@@ -23,6 +23,11 @@ pub struct CpuSplit {
     pub redis: f64,
     /// This benchmark process: the load generator itself.
     pub bench: f64,
+    /// Core-seconds the whole machine was busy (everyone, kernel included), waited on I/O,
+    /// and had stolen by the hypervisor.
+    pub machine_busy: f64,
+    pub machine_iowait: f64,
+    pub machine_steal: f64,
 }
 
 impl CpuSplit {
@@ -48,7 +53,22 @@ impl CpuSplit {
             .iter()
             .map(|(k, v)| format!("{k} {:.2}", v / self.wall))
             .collect();
-        format!("{:.2} cores: {}", self.total() / self.wall, list.join(", "))
+        format!(
+            "{:.2} cores: {} (machine busy {:.2}, I/O wait {:.2})",
+            self.total() / self.wall,
+            list.join(", "),
+            self.machine_busy / self.wall,
+            self.machine_iowait / self.wall
+        )
+    }
+
+    /// Cores the whole machine kept busy on average.
+    pub fn machine_cores_busy(&self) -> f64 {
+        if self.wall > 0.0 {
+            self.machine_busy / self.wall
+        } else {
+            0.0
+        }
     }
 
     /// The part that used the most CPU, and its cores.
@@ -84,6 +104,7 @@ struct Snap {
     postgres: CpuSnapshot,
     redis: Option<f64>,
     bench: CpuSnapshot,
+    machine: Option<procstat::MachineTicks>,
 }
 
 /// Takes a snapshot now; [`Probe::finish`] takes another and returns the difference.
@@ -113,6 +134,7 @@ async fn snap(
         postgres: procstat::snapshot(&backends, ticks),
         redis: redis_cpu,
         bench: one(Some(std::process::id())),
+        machine: procstat::machine_ticks(),
     }
 }
 
@@ -146,7 +168,26 @@ impl Probe {
                 _ => 0.0,
             },
             bench: procstat::used(&s.bench, &end.bench),
+            ..machine_split(s.machine, end.machine, self.ticks)
         }
+    }
+}
+
+/// The machine's busy, I/O-wait and stolen core-seconds between two /proc/stat readings.
+fn machine_split(
+    start: Option<procstat::MachineTicks>,
+    end: Option<procstat::MachineTicks>,
+    ticks: f64,
+) -> CpuSplit {
+    let (Some(a), Some(b)) = (start, end) else {
+        return CpuSplit::default();
+    };
+    let secs = |x: u64, y: u64| y.saturating_sub(x) as f64 / ticks;
+    CpuSplit {
+        machine_busy: secs(a.busy, b.busy),
+        machine_iowait: secs(a.iowait, b.iowait),
+        machine_steal: secs(a.steal, b.steal),
+        ..CpuSplit::default()
     }
 }
 

@@ -49,6 +49,39 @@ pub fn parse_vm_hwm(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The whole machine's CPU time in ticks, from the first line of /proc/stat: what every process
+/// (ours, Postgres' background writers, other users, the kernel) used, and what waited on I/O.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineTicks {
+    pub busy: u64,
+    pub iowait: u64,
+    pub steal: u64,
+    pub total: u64,
+}
+
+pub fn machine_ticks() -> Option<MachineTicks> {
+    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+pub fn parse_proc_stat(stat: &str) -> Option<MachineTicks> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    let (idle, iowait, steal) = (get(3), get(4), get(7));
+    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + steal;
+    Some(MachineTicks {
+        busy,
+        iowait,
+        steal,
+        total: busy + idle + iowait,
+    })
+}
+
 /// CPU seconds of a set of processes at one moment, by pid.
 pub type CpuSnapshot = HashMap<u32, f64>;
 
@@ -121,6 +154,14 @@ mod tests {
         let me = std::process::id();
         assert!(cpu_seconds(me, clock_ticks()).is_some());
         assert!(peak_rss_bytes(me).is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn proc_stat_splits_busy_idle_and_iowait() {
+        let stat = "cpu  100 5 50 800 30 2 3 10 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        let t = parse_proc_stat(stat).unwrap();
+        assert_eq!((t.busy, t.iowait, t.steal, t.total), (170, 30, 10, 1000));
+        assert!(machine_ticks().is_some());
     }
 
     #[test]

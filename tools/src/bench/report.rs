@@ -109,6 +109,29 @@ fn ceiling_section(out: &mut String, r: &Results) {
             c.redis_consume.cpu.describe(),
         ],
     );
+    match &c.pg_profile {
+        Some(p) => {
+            let parts: Vec<String> = p
+                .parts
+                .iter()
+                .map(|(what, share)| format!("{what} {share:.1} %"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "\nWhere the Postgres backends' CPU went during the first loop (`perf record -e \
+                 cpu-clock -F 499 -a -g`; share of the {} Postgres backend samples with the function on the stack): {}.",
+                p.samples,
+                parts.join(", ")
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "\nNo profile: `perf record -e cpu-clock -a` was not available (install \
+                 linux-perf; it needs root or `kernel.perf_event_paranoid` ≤ 0)."
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "\nThe Redis consumer is an approximation of apalis' fetch and ack (same keys and commands, \
@@ -172,6 +195,13 @@ fn e2e_section(out: &mut String, r: &Results) {
                 match &t.logged.example {
                     Some(e) => format!("{} ({})", t.logged.count, e.replace('|', "/")),
                     None => t.logged.count.to_string(),
+                } + &if t.workers_exited > 0 {
+                    format!(
+                        " **⚠ {} worker process(es) exited during the run**",
+                        t.workers_exited
+                    )
+                } else {
+                    String::new()
                 },
                 t.cpu.describe(),
             ],
@@ -335,7 +365,8 @@ fn cost_section(out: &mut String, r: &Results) {
         "\nCPU is utime + stime from `/proc/<pid>/stat` over the window: api per payment accepted, \
          workers per payment completed. Peak RSS is `VmHWM` at the end of the run. Connections are \
          stripe-sim's count of accepted TCP connections over the whole run (including the \
-         harness's own one or two) ÷ payments completed.\n"
+         harness's own one or two) ÷ payments completed; Stripe requests likewise, so charges still in \
+         flight when a run stopped push that ratio a little above 1.\n"
     );
 }
 

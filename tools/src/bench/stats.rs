@@ -38,9 +38,10 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Milliseconds with a precision that suits the size: `0.42`, `3.1`, `250`.
 pub fn ms(d: Duration) -> String {
     let v = d.as_secs_f64() * 1000.0;
-    if v < 1.0 {
+    // Thresholds just below the next precision's boundary, so 9.97 prints "10", not "10.0".
+    if v < 0.995 {
         format!("{v:.2}")
-    } else if v < 10.0 {
+    } else if v < 9.95 {
         format!("{v:.1}")
     } else {
         format!("{v:.0}")
@@ -90,5 +91,7 @@ mod tests {
         assert_eq!(ms(Duration::from_micros(420)), "0.42");
         assert_eq!(ms(Duration::from_micros(3_140)), "3.1");
         assert_eq!(ms(Duration::from_millis(250)), "250");
+        assert_eq!(ms(Duration::from_micros(9_970)), "10");
+        assert_eq!(ms(Duration::from_micros(998)), "1.0");
     }
 }

@@ -37,11 +37,12 @@ pub struct Panel {
 }
 
 const PANEL_W: f64 = 520.0;
-const PANEL_H: f64 = 380.0;
+const PANEL_H: f64 = 440.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 40.0;
-const BOTTOM: f64 = 55.0;
+/// Room under the plot for the x label and a two-column legend.
+const BOTTOM: f64 = 110.0;
 
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -84,6 +85,25 @@ pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     ticks
 }
 
+/// The nearest 1, 2 or 5 × 10^n at or below `v` (`up`: at or above).
+fn step_125(v: f64, up: bool) -> f64 {
+    let e = v.log10().floor() as i32;
+    let candidates = (e - 1..=e + 1).flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)));
+    let fits = |c: &f64| {
+        if up {
+            *c >= v * (1.0 - 1e-9)
+        } else {
+            *c <= v * (1.0 + 1e-9)
+        }
+    };
+    let pick = candidates.filter(fits);
+    if up {
+        pick.fold(f64::INFINITY, f64::min)
+    } else {
+        pick.fold(0.0, f64::max)
+    }
+}
+
 /// A tick label without trailing zeros: 0.5, 10, 2500, 10k.
 pub fn label(v: f64) -> String {
     if v >= 10_000.0 && (v / 1000.0).fract() == 0.0 {
@@ -121,9 +141,9 @@ impl Axis {
             (lo, hi) = (1.0, 10.0);
         }
         if log {
-            // Whole decades either side read best on a log axis.
-            lo = 10f64.powf(lo.log10().floor());
-            hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
+            // Widen to the 1-2-5 ticks either side, so both ends carry a label.
+            lo = step_125(lo, false);
+            hi = step_125(hi, true).max(lo * 2.0);
         } else {
             lo = lo.min(0.0);
             hi = if hi <= lo { lo + 1.0 } else { hi * 1.1 };
@@ -246,7 +266,7 @@ fn draw_panel(out: &mut String, p: &Panel) {
         let y = ya.px(l.y);
         let _ = writeln!(
             out,
-            r#"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="{}" stroke-dasharray="6 4"/><text x="{}" y="{:.1}" text-anchor="end" fill="{}">{}</text>"#,
+            r#"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="{}" stroke-dasharray="6 4"/><text x="{}" y="{:.1}" text-anchor="end" fill="{}" stroke="white" stroke-width="3" paint-order="stroke">{}</text>"#,
             l.color,
             x1 - 4.0,
             y - 4.0,
@@ -279,14 +299,15 @@ fn draw_panel(out: &mut String, p: &Panel) {
                 s.color
             );
         }
-        let ly = y1 + 14.0 + i as f64 * 15.0;
+        // Legend under the x label, two columns, so it never hides a line.
+        let lx = x0 + (i % 2) as f64 * (x1 - x0) / 2.0;
+        let ly = y0 + 58.0 + (i / 2) as f64 * 16.0;
         let _ = writeln!(
             out,
-            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
-            x0 + 8.0,
-            x0 + 28.0,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
+            lx + 20.0,
             s.color,
-            x0 + 32.0,
+            lx + 24.0,
             ly + 4.0,
             escape(&s.name)
         );
@@ -316,6 +337,15 @@ mod tests {
             vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
         );
         assert_eq!(log_ticks(10.0, 1000.0).len(), 7);
+    }
+
+    #[test]
+    fn log_axes_end_on_a_labelled_tick() {
+        assert_eq!(step_125(130.0, false), 100.0);
+        assert_eq!(step_125(130.0, true), 200.0);
+        assert_eq!(step_125(8000.0, true), 10000.0);
+        assert_eq!(step_125(0.7, false), 0.5);
+        assert_eq!(step_125(200.0, false), 200.0);
     }
 
     #[test]
@@ -368,6 +398,8 @@ mod tests {
         let a = Axis::new(&[10.0, 1000.0], true, 70.0, 500.0);
         assert!((a.px(10.0) - 70.0).abs() < 1e-9 && (a.px(1000.0) - 500.0).abs() < 1e-9);
         assert!((a.px(100.0) - 285.0).abs() < 1e-9);
+        let lin = Axis::new(&[0.0, 1000.0], false, 400.0, 40.0);
+        assert!(lin.px(0.0) == 400.0 && lin.px(1000.0) > 40.0);
         let empty = Axis::new(&[], false, 0.0, 100.0);
         assert!(empty.px(0.0).is_finite());
     }

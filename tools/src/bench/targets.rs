@@ -6,6 +6,7 @@ use std::fmt::Write;
 use super::Results;
 use super::latency;
 use super::machine::Machine;
+use super::probe::CpuSplit;
 use super::report::{ceiling_pg, header, row};
 use super::stats::ms;
 
@@ -20,24 +21,64 @@ fn find(
         .find(|(c, _)| c.sim_latency_ms == lat && c.workers == workers && c.concurrency == conc)
 }
 
-fn bound_by(cpu: &super::probe::CpuSplit, cores: usize) -> String {
-    let busy = if cpu.wall > 0.0 {
+/// What the CPU split of a run says bounds it: the whole machine's cores busy (everyone's, as
+/// the machine is shared), or, when cores were left idle, waiting (I/O wait is the WAL flush).
+fn bound_by(cpu: &CpuSplit, cores: usize) -> String {
+    let machine = cpu.machine_cores_busy();
+    let ours = if cpu.wall > 0.0 {
         cpu.total() / cpu.wall
     } else {
         0.0
     };
     let (who, c) = cpu.busiest();
-    if busy >= 0.85 * cores as f64 {
+    if machine >= 0.9 * cores as f64 {
         format!(
-            "CPU: {busy:.2} of {cores} cores busy ({}); the largest share is {who} ({c:.2} cores)",
+            "CPU: the machine's {cores} cores were {:.0} % busy ({ours:.2} cores this deployment and the generator, {:.2} others and the kernel); the largest share is {who} ({c:.2} cores). Split: {}",
+            100.0 * machine / cores as f64,
+            (machine - ours).max(0.0),
             cpu.describe()
         )
     } else {
         format!(
-            "not CPU ({busy:.2} of {cores} cores busy: {}): waiting — on round trips, the pool or the queue",
+            "not CPU alone: the machine was {:.0} % busy; waiting on commits (I/O wait {:.2} cores), round trips and the pools. Split: {}",
+            100.0 * machine / cores.max(1) as f64,
+            cpu.machine_iowait / cpu.wall.max(1e-9),
             cpu.describe()
         )
     }
+}
+
+/// What the perf profile of the ceiling says about Postgres' own work per statement (only the
+/// parts the profile found).
+fn postgres_profile(r: &Results) -> String {
+    let Some(p) = r.ceiling.as_ref().and_then(|c| c.pg_profile.as_ref()) else {
+        return String::new();
+    };
+    let share = |what: &str| p.parts.iter().find(|(w, _)| *w == what).map(|(_, s)| *s);
+    let prepare: Vec<f64> = ["parse SQL text", "analyze and rewrite", "plan"]
+        .iter()
+        .filter_map(|w| share(w))
+        .collect();
+    let mut said = Vec::new();
+    if !prepare.is_empty() {
+        said.push(format!(
+            "{:.0} % of its CPU parses, analyzes and plans statements again on every call",
+            prepare.iter().sum::<f64>()
+        ));
+    }
+    if let Some(s) = share("send results (send syscall)") {
+        said.push(format!("{s:.0} % sends results"));
+    }
+    if let Some(s) = share("commit") {
+        said.push(format!("{s:.0} % commits"));
+    }
+    if said.is_empty() {
+        return String::new();
+    }
+    format!(
+        ". Inside Postgres (perf, ceiling loop): {}.",
+        said.join(", ")
+    )
 }
 
 pub fn section(out: &mut String, m: &Machine, r: &Results) {
@@ -63,7 +104,7 @@ pub fn section(out: &mut String, m: &Machine, r: &Results) {
                     100.0 * t.per_sec() / pg.max(1.0)
                 ),
                 yes_no(held),
-                bound_by(&t.cpu, m.cores),
+                bound_by(&t.cpu, m.cores) + &postgres_profile(r),
             ],
         );
     }
@@ -115,6 +156,7 @@ pub fn section(out: &mut String, m: &Machine, r: &Results) {
             t.sim_connections,
             bound_by(&t.cpu, m.cores)
         );
+        why.push_str(&postgres_profile(r));
         row(
             out,
             &[

@@ -3,7 +3,8 @@
 //!
 //! Flags: `--quick` (a few seconds per step, to check the harness; writes to
 //! `target/bench-quick/` unless `--out-dir` is given), `--out-dir DIR` (default `bench`),
-//! `--only ceiling,e2e,latency` (some parts only). Needs the release binaries next to it.
+//! `--only ceiling,e2e,latency` (some parts only), `--configs lat0-w1-c100,...` (some
+//! end-to-end runs only, e.g. to profile one). Needs the release binaries next to it.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -48,6 +49,9 @@ fn options(args: &[String]) -> anyhow::Result<(Options, PathBuf)> {
         Options {
             quick,
             phases,
+            only_configs: value(args, "--configs")
+                .map(|v| v.split(',').map(|c| c.trim().to_owned()).collect())
+                .unwrap_or_default(),
             log_dir: bin_dir.join("bench-logs"),
             bin_dir,
         },
@@ -59,7 +63,10 @@ fn options(args: &[String]) -> anyhow::Result<(Options, PathBuf)> {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: bench [--quick] [--out-dir DIR] [--only ceiling,e2e,latency]");
+        println!(
+            "usage: bench [--quick] [--out-dir DIR] [--only ceiling,e2e,latency] \
+             [--configs lat0-w1-c100,lat250-w2-c1000,...]"
+        );
         return Ok(());
     }
     let (opts, out_dir) = options(&args)?;
