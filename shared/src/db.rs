@@ -16,13 +16,21 @@ pub type PoolError = RunError;
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
 /// Builds the pool without connecting: the services start (and answer `/readyz` with 503) while
-/// Postgres is down, and connections are made on demand once it is back.
+/// Postgres is down, and connections are made on demand once it is back. A request waits at
+/// most 3 s for a connection: the api must fail fast (503) rather than wait for a database
+/// that is gone.
 pub fn pool(database_url: &str, max_size: u32) -> PgPool {
+    pool_with_timeout(database_url, max_size, Duration::from_secs(3))
+}
+
+/// [`pool`] with its own checkout timeout. The worker waits longer: a job that charged a card
+/// and then could not get a connection to record it would be re-run (harmlessly, with the same
+/// idempotency key, but only after its lease expires).
+pub fn pool_with_timeout(database_url: &str, max_size: u32, checkout_timeout: Duration) -> PgPool {
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
     Pool::builder()
         .max_size(max_size)
-        // A request must fail fast (503) rather than wait for a database that is gone.
-        .connection_timeout(Duration::from_secs(3))
+        .connection_timeout(checkout_timeout)
         // Connections broken by a Postgres restart are noticed and replaced.
         .test_on_check_out(true)
         .build_unchecked(manager)

@@ -37,6 +37,8 @@ pub struct Stack {
     api: Child,
     pub workers: Vec<Child>,
     started_workers: usize,
+    /// Set by `teardown`; otherwise `Drop` removes the data.
+    torn_down: bool,
 }
 
 /// A free loopback port (the tiny window before the child binds it is acceptable for tests).
@@ -145,6 +147,7 @@ impl Stack {
             api,
             workers: vec![],
             started_workers: 0,
+            torn_down: false,
         };
         stack.wait_ready(Duration::from_secs(60)).await?;
         for _ in 0..cfg.workers {
@@ -271,43 +274,81 @@ impl Stack {
 
     /// Stops every process and removes the database and the Redis keys.
     pub async fn teardown(mut self) -> anyhow::Result<()> {
-        let mut children = std::mem::take(&mut self.workers);
-        children.push(self.api);
-        children.push(self.sim);
-        for mut child in children {
+        let mut workers = std::mem::take(&mut self.workers);
+        for child in workers.iter_mut().chain([&mut self.api, &mut self.sim]) {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
-        let mut admin = AsyncPgConnection::establish(&self.admin_url).await?;
-        diesel::sql_query(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.db_name
-        ))
+        self.torn_down = true;
+        remove_data(
+            &self.admin_url,
+            &self.db_name,
+            &self.redis_url,
+            &self.namespace,
+        )
+        .await
+    }
+}
+
+/// A test that panics never reaches `teardown`: the children die with their handles
+/// (`kill_on_drop`), and the database and Redis keys are removed here.
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        let (admin, db, redis_url, ns) = (
+            self.admin_url.clone(),
+            self.db_name.clone(),
+            self.redis_url.clone(),
+            self.namespace.clone(),
+        );
+        // Drop cannot await, and may run inside a runtime: clean up on a thread of its own.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            let _ = rt.block_on(remove_data(&admin, &db, &redis_url, &ns));
+        });
+        let _ = cleanup.join();
+    }
+}
+
+async fn remove_data(
+    admin_url: &str,
+    db_name: &str,
+    redis_url: &str,
+    namespace: &str,
+) -> anyhow::Result<()> {
+    let mut admin = AsyncPgConnection::establish(admin_url).await?;
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
         .execute(&mut admin)
         .await?;
-        let client = redis::Client::open(self.redis_url.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        delete_namespace(&mut conn, &self.namespace).await?;
-        // apalis registers each queue in one global set; take ours out again.
-        let members: Vec<String> = redis::cmd("ZRANGE")
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    delete_namespace(&mut conn, namespace).await?;
+    // apalis registers each queue in one global set; take ours out again.
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("core:apalis:queues:list")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await?;
+    let ours: Vec<&String> = members
+        .iter()
+        .filter(|m| m.starts_with(namespace))
+        .collect();
+    if !ours.is_empty() {
+        redis::cmd("ZREM")
             .arg("core:apalis:queues:list")
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
+            .arg(ours)
+            .query_async::<()>(&mut conn)
             .await?;
-        let ours: Vec<&String> = members
-            .iter()
-            .filter(|m| m.starts_with(&self.namespace))
-            .collect();
-        if !ours.is_empty() {
-            redis::cmd("ZREM")
-                .arg("core:apalis:queues:list")
-                .arg(ours)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Deletes every key under `namespace` with SCAN (never KEYS on a live server).

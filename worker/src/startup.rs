@@ -39,7 +39,11 @@ pub async fn run(
     // A job holds a connection only to claim and to record, never across the Stripe call, so a
     // small pool serves a large concurrency; it also keeps several workers plus the api under
     // Postgres' default 100 connections.
-    let db = shared::db::pool(&settings.database_url, (w.concurrency as u32).clamp(4, 16));
+    let db = shared::db::pool_with_timeout(
+        &settings.database_url,
+        (w.concurrency as u32).clamp(4, 16),
+        Duration::from_secs(10),
+    );
     let queue = ChargeQueue::new(conn.clone(), &settings.queue_namespace);
     let name = worker_name();
     let ctx = Arc::new(ChargeContext {
