@@ -1,10 +1,10 @@
-# One image holds the three binaries; compose.yaml picks the command.
+# One image holds the binaries (api, worker, stripe-sim, payctl); compose.yaml picks the command.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --bin api --bin worker --bin stripe-sim
+RUN cargo build --release --bin api --bin worker --bin stripe-sim --bin payctl
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/api /src/target/release/worker /src/target/release/stripe-sim /usr/local/bin/
+COPY --from=build /src/target/release/api /src/target/release/worker /src/target/release/stripe-sim /src/target/release/payctl /usr/local/bin/
 USER nobody
