@@ -83,30 +83,8 @@ async fn logs_are_json_carry_the_transaction_id_and_never_a_secret() {
     // Wait for both payments to be worked on, and read the 3-D Secure client secret.
     let deadline = Instant::now() + Duration::from_secs(20);
     let client_secret = loop {
-        let t: Value = http
-            .get(format!(
-                "{}/transactions/{}",
-                stack.api_url,
-                tds["id"].as_str().unwrap()
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let done: Value = http
-            .get(format!(
-                "{}/transactions/{}",
-                stack.api_url,
-                ok["id"].as_str().unwrap()
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t = transaction(&http, &stack.api_url, &tds).await;
+        let done = transaction(&http, &stack.api_url, &ok).await;
         if let (Some(secret), "complete") = (
             t["client_secret"].as_str(),
             done["state"].as_str().unwrap_or(""),
@@ -153,4 +131,15 @@ async fn logs_are_json_carry_the_transaction_id_and_never_a_secret() {
     assert!(lines > 10, "too few log lines to mean anything: {lines}");
     assert!(job_spans >= 2, "job log lines carry the transaction id");
     let _ = std::fs::remove_dir_all(&log_dir);
+}
+
+/// The current state of a transaction created earlier (`created` is its POST response).
+async fn transaction(http: &reqwest::Client, api_url: &str, created: &Value) -> Value {
+    let id = created["id"].as_str().unwrap();
+    let res = http
+        .get(format!("{api_url}/transactions/{id}"))
+        .send()
+        .await
+        .unwrap();
+    res.json().await.unwrap()
 }
