@@ -1,22 +1,30 @@
 //! Every query on `transactions`. Each takes `&mut AsyncPgConnection`, so callers pass a pooled
 //! connection or an open transaction. State changes are guarded in SQL by the states they may
 //! leave from (see [`TxState::predecessors`]): they only ever move a payment forward.
+//!
+//! The statements every payment makes (`insert`, `claim`, `record`) are written as fixed SQL
+//! text through [`Prepared`], which each connection parses and plans once: diesel re-parses its
+//! own UPDATE and INSERT builders and `sql_query` on every call.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::pg::data_types::PgInterval;
 use diesel::prelude::*;
+use diesel::query_builder::AstPass;
 use diesel::sql_types::{Array, BigInt, Bool, Interval, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::models::{NewTransaction, Transaction, TxError, TxState};
+use crate::prepared::{FixedSql, Prepared, no_parameter};
 use crate::schema::transactions::dsl;
 
 pub type DbResult<T> = Result<T, diesel::result::Error>;
 
-fn interval(d: Duration) -> diesel::pg::data_types::PgInterval {
-    diesel::pg::data_types::PgInterval::from_microseconds(d.as_micros().min(i64::MAX as u128) as i64)
+fn interval(d: Duration) -> PgInterval {
+    PgInterval::from_microseconds(d.as_micros().min(i64::MAX as u128) as i64)
 }
 
 pub enum Inserted {
@@ -29,14 +37,7 @@ pub enum Inserted {
 /// Inserts `new`, or, when its `request_key` was seen before, returns the row that key made.
 /// The unique index decides races between two concurrent requests with one key.
 pub async fn insert(conn: &mut AsyncPgConnection, new: &NewTransaction) -> DbResult<Inserted> {
-    let created = diesel::insert_into(dsl::transactions)
-        .values(new)
-        .on_conflict(dsl::request_key)
-        .do_nothing()
-        .returning(Transaction::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?;
+    let created = Prepared(Insert(new)).get_result(conn).await.optional()?;
     if let Some(row) = created {
         return Ok(Inserted::Created(row));
     }
@@ -46,6 +47,35 @@ pub async fn insert(conn: &mut AsyncPgConnection, new: &NewTransaction) -> DbRes
         .first(conn)
         .await?;
     Ok(Inserted::Existing(existing))
+}
+
+struct Insert<'a>(&'a NewTransaction);
+
+impl FixedSql for Insert<'_> {
+    type Id = Insert<'static>;
+    // Every other column takes its default.
+    const SQL: &'static str = "INSERT INTO transactions
+             (id, amount, currency, email, price, payment_method, stripe_idempotency_key,
+              request_key, request_fingerprint)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (request_key) DO NOTHING
+         RETURNING *";
+
+    fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let t = self.0;
+        match n {
+            1 => out.push_bind_param::<SqlUuid, _>(&t.id),
+            2 => out.push_bind_param::<BigInt, _>(&t.amount),
+            3 => out.push_bind_param::<Text, _>(&t.currency),
+            4 => out.push_bind_param::<Text, _>(&t.email),
+            5 => out.push_bind_param::<Nullable<Text>, _>(&t.price),
+            6 => out.push_bind_param::<Text, _>(&t.payment_method),
+            7 => out.push_bind_param::<Text, _>(&t.stripe_idempotency_key),
+            8 => out.push_bind_param::<Nullable<Text>, _>(&t.request_key),
+            9 => out.push_bind_param::<Nullable<Text>, _>(&t.request_fingerprint),
+            _ => Err(no_parameter(n)),
+        }
+    }
 }
 
 pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<Option<Transaction>> {
@@ -66,8 +96,25 @@ pub async fn claim(
     owner: &str,
     lease: Duration,
 ) -> DbResult<Option<Transaction>> {
-    diesel::sql_query(
-        "UPDATE transactions SET
+    Prepared(Claim {
+        id,
+        owner,
+        lease: interval(lease),
+    })
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+struct Claim<'a> {
+    id: Uuid,
+    owner: &'a str,
+    lease: PgInterval,
+}
+
+impl FixedSql for Claim<'_> {
+    type Id = Claim<'static>;
+    const SQL: &'static str = "UPDATE transactions SET
              lease_owner = $2,
              lease_expires_at = now() + $3,
              attempts = attempts + 1,
@@ -78,14 +125,16 @@ pub async fn claim(
            AND (lease_expires_at IS NULL OR lease_expires_at < now())
            -- one second of slack for clock skew between Redis' scheduler and Postgres
            AND next_attempt_at <= now() + interval '1 second'
-         RETURNING *",
-    )
-    .bind::<SqlUuid, _>(id)
-    .bind::<Text, _>(owner)
-    .bind::<Interval, _>(interval(lease))
-    .get_result(conn)
-    .await
-    .optional()
+         RETURNING *";
+
+    fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        match n {
+            1 => out.push_bind_param::<SqlUuid, _>(&self.id),
+            2 => out.push_bind_param::<Text, _>(self.owner),
+            3 => out.push_bind_param::<Interval, _>(&self.lease),
+            _ => Err(no_parameter(n)),
+        }
+    }
 }
 
 /// What a Stripe call decided about a payment.
@@ -116,15 +165,22 @@ pub enum Outcome {
 /// One guarded UPDATE, described by name rather than by position.
 struct Change<'a> {
     /// `None` keeps the state (a retry never moves `requires_action` back to `processing`).
-    state: Option<TxState>,
+    state: Option<&'static str>,
     from: &'a [&'a str],
     stripe_id: Option<&'a str>,
     client_secret: Option<&'a str>,
-    error: Option<&'a TxError>,
+    /// The customer-facing error; all three are written (cleared) whatever the outcome.
+    error_code: Option<&'a str>,
+    error_decline_code: Option<&'a str>,
+    error_message: Option<&'a str>,
     reason: Option<&'a str>,
-    due_in: Option<Duration>,
+    due_in_ms: Option<i64>,
     /// Only the lease holder may write this change.
     holder_only: bool,
+}
+
+fn millis(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
 }
 
 impl Outcome {
@@ -134,14 +190,16 @@ impl Outcome {
             from: &[],
             stripe_id: None,
             client_secret: None,
-            error: None,
+            error_code: None,
+            error_decline_code: None,
+            error_message: None,
             reason: None,
-            due_in: None,
+            due_in_ms: None,
             holder_only: false,
         };
         match self {
             Outcome::Complete { stripe_id } => Change {
-                state: Some(TxState::Complete),
+                state: Some(TxState::Complete.as_str()),
                 from: TxState::Complete.predecessors(),
                 stripe_id: Some(stripe_id),
                 ..base
@@ -151,19 +209,21 @@ impl Outcome {
                 client_secret,
                 recheck_in,
             } => Change {
-                state: Some(TxState::RequiresAction),
+                state: Some(TxState::RequiresAction.as_str()),
                 // Re-reading an intent still waiting for the customer is a legal no-op move.
                 from: &["pending", "processing", "requires_action"],
                 stripe_id: Some(stripe_id),
                 client_secret: Some(client_secret),
-                due_in: Some(*recheck_in),
+                due_in_ms: Some(millis(*recheck_in)),
                 ..base
             },
             Outcome::Failed { stripe_id, error } => Change {
-                state: Some(TxState::Failed),
+                state: Some(TxState::Failed.as_str()),
                 from: TxState::Failed.predecessors(),
                 stripe_id: stripe_id.as_deref(),
-                error: Some(error),
+                error_code: Some(&error.code),
+                error_decline_code: error.decline_code.as_deref(),
+                error_message: Some(&error.message),
                 ..base
             },
             Outcome::Retry {
@@ -175,7 +235,7 @@ impl Outcome {
                 from: &["processing", "requires_action"],
                 stripe_id: stripe_id.as_deref(),
                 reason: Some(reason),
-                due_in: Some(*delay),
+                due_in_ms: Some(millis(*delay)),
                 holder_only: true,
                 ..base
             },
@@ -193,9 +253,25 @@ pub async fn record(
     owner: &str,
     outcome: &Outcome,
 ) -> DbResult<Option<Transaction>> {
-    let c = outcome.change();
-    diesel::sql_query(
-        "UPDATE transactions SET
+    Prepared(Record {
+        id,
+        owner,
+        change: outcome.change(),
+    })
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+struct Record<'a> {
+    id: Uuid,
+    owner: &'a str,
+    change: Change<'a>,
+}
+
+impl FixedSql for Record<'_> {
+    type Id = Record<'static>;
+    const SQL: &'static str = "UPDATE transactions SET
              state = COALESCE($2, state),
              stripe_id = COALESCE($3, stripe_id),
              client_secret = COALESCE($4, client_secret),
@@ -211,23 +287,26 @@ pub async fn record(
          WHERE id = $1
            AND state = ANY($10)
            AND (NOT $12 OR lease_owner = $11)
-         RETURNING *",
-    )
-    .bind::<SqlUuid, _>(id)
-    .bind::<Nullable<Text>, _>(c.state.map(TxState::as_str))
-    .bind::<Nullable<Text>, _>(c.stripe_id)
-    .bind::<Nullable<Text>, _>(c.client_secret)
-    .bind::<Nullable<Text>, _>(c.error.map(|e| e.code.as_str()))
-    .bind::<Nullable<Text>, _>(c.error.and_then(|e| e.decline_code.as_deref()))
-    .bind::<Nullable<Text>, _>(c.error.map(|e| e.message.as_str()))
-    .bind::<Nullable<Text>, _>(c.reason)
-    .bind::<Nullable<BigInt>, _>(c.due_in.map(|d| d.as_millis().min(i64::MAX as u128) as i64))
-    .bind::<Array<Text>, _>(c.from)
-    .bind::<Text, _>(owner)
-    .bind::<Bool, _>(c.holder_only)
-    .get_result(conn)
-    .await
-    .optional()
+         RETURNING *";
+
+    fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let c = &self.change;
+        match n {
+            1 => out.push_bind_param::<SqlUuid, _>(&self.id),
+            2 => out.push_bind_param::<Nullable<Text>, _>(&c.state),
+            3 => out.push_bind_param::<Nullable<Text>, _>(&c.stripe_id),
+            4 => out.push_bind_param::<Nullable<Text>, _>(&c.client_secret),
+            5 => out.push_bind_param::<Nullable<Text>, _>(&c.error_code),
+            6 => out.push_bind_param::<Nullable<Text>, _>(&c.error_decline_code),
+            7 => out.push_bind_param::<Nullable<Text>, _>(&c.error_message),
+            8 => out.push_bind_param::<Nullable<Text>, _>(&c.reason),
+            9 => out.push_bind_param::<Nullable<BigInt>, _>(&c.due_in_ms),
+            10 => out.push_bind_param::<Array<Text>, _>(c.from),
+            11 => out.push_bind_param::<Text, _>(self.owner),
+            12 => out.push_bind_param::<Bool, _>(&c.holder_only),
+            _ => Err(no_parameter(n)),
+        }
+    }
 }
 
 /// Asks for the transaction to be checked against Stripe now (the browser finished a 3-D

@@ -6,13 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use shared::settings::Settings;
+use shared::testing::Scratch;
 use stripe_sim::{Config as SimConfig, RunningSim};
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
 mod webhooks;
 
@@ -27,8 +27,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub sim: RunningSim,
     pub settings: Settings,
-    db_name: String,
-    admin_url: String,
+    scratch: Scratch,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -47,23 +46,6 @@ impl Default for Options {
     }
 }
 
-fn base_urls() -> (String, String) {
-    let db = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    (db, redis)
-}
-
-/// Replaces the database name at the end of a Postgres URL.
-fn with_database(url: &str, name: &str) -> String {
-    let (prefix, rest) = url.rsplit_once('/').expect("DATABASE_URL has a path");
-    let query = rest
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
-    format!("{prefix}/{name}{query}")
-}
-
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(Options::default()).await
@@ -71,28 +53,15 @@ impl TestApp {
 
     pub async fn spawn_with(opts: Options) -> Self {
         shared::telemetry::init("warn,worker=info,api=info");
-        let (db_url, redis_url) = base_urls();
-        let admin_url = with_database(&db_url, "postgres");
-        let db_name = format!("test_{}", Uuid::new_v4().simple());
-        let mut admin = AsyncPgConnection::establish(&admin_url)
-            .await
-            .expect("connect to Postgres");
-        diesel::sql_query(format!("CREATE DATABASE {db_name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let database_url = with_database(&db_url, &db_name);
-        shared::db::run_migrations(&database_url)
-            .await
-            .expect("migrations");
+        let scratch = Scratch::create().await;
 
         let sim = stripe_sim::Sim::spawn(SimConfig::default())
             .await
             .expect("start stripe-sim");
         let mut settings = Settings::from_env().expect("settings");
-        settings.database_url = database_url;
-        settings.redis_url = redis_url;
-        settings.queue_namespace = format!("test:{}", Uuid::new_v4().simple());
+        settings.database_url = scratch.database_url.clone();
+        settings.redis_url = scratch.redis_url.clone();
+        settings.queue_namespace = scratch.namespace.clone();
         settings.api_addr = "127.0.0.1:0".parse().unwrap();
         settings.merchant_api_key = Some(shared::secret::Secret::new(MERCHANT_KEY));
         settings.prices = shared::money::Prices::parse("basic=1000:usd,pro=2500:eur").unwrap();
@@ -123,8 +92,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             sim,
             settings: settings.clone(),
-            db_name,
-            admin_url,
+            scratch,
             stops: vec![],
             tasks: vec![],
         };
@@ -312,57 +280,6 @@ impl Drop for TestApp {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        let (db_name, admin_url) = (self.db_name.clone(), self.admin_url.clone());
-        let (redis_url, ns) = (
-            self.settings.redis_url.clone(),
-            self.settings.queue_namespace.clone(),
-        );
-        // Drop cannot await: clean up on a thread with its own runtime, and wait for it.
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url).await {
-                    let _ = diesel::sql_query(format!(
-                        "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
-                    ))
-                    .execute(&mut admin)
-                    .await;
-                }
-                let client = redis::Client::open(redis_url.as_str());
-                if let Ok(client) = client
-                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{ns}*"))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<(), _> =
-                            redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-                    }
-                    let members: Vec<String> = redis::cmd("ZRANGE")
-                        .arg("core:apalis:queues:list")
-                        .arg(0)
-                        .arg(-1)
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    let ours: Vec<&String> =
-                        members.iter().filter(|m| m.starts_with(&ns)).collect();
-                    if !ours.is_empty() {
-                        let _: Result<(), _> = redis::cmd("ZREM")
-                            .arg("core:apalis:queues:list")
-                            .arg(ours)
-                            .query_async(&mut conn)
-                            .await;
-                    }
-                }
-            });
-        });
-        let _ = cleanup.join();
+        self.scratch.remove_blocking(async {});
     }
 }

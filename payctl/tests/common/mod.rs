@@ -18,11 +18,12 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde_json::Value;
 use shared::jobs::{ChargeQueue, redis_connection};
 use shared::models::NewTransaction;
 use shared::settings::Settings;
+use shared::testing::Scratch;
 use stripe_sim::RunningSim;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
@@ -38,8 +39,7 @@ struct Running {
 
 pub struct Env {
     pub settings: Settings,
-    db_name: String,
-    admin_url: String,
+    scratch: Scratch,
     sim: Option<RunningSim>,
     running: Vec<Running>,
     /// Released when the Env goes: no held job outlives its test.
@@ -55,43 +55,14 @@ pub enum Behaviour {
     Hold,
 }
 
-fn base_urls() -> (String, String) {
-    let db = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    (db, redis)
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (prefix, rest) = url.rsplit_once('/').expect("DATABASE_URL has a path");
-    let query = rest
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
-    format!("{prefix}/{name}{query}")
-}
-
 impl Env {
     pub async fn new() -> Self {
-        let (db_url, redis_url) = base_urls();
-        let admin_url = with_database(&db_url, "postgres");
-        let db_name = format!("test_{}", Uuid::new_v4().simple());
-        let mut admin = AsyncPgConnection::establish(&admin_url)
-            .await
-            .expect("connect to Postgres");
-        diesel::sql_query(format!("CREATE DATABASE {db_name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let database_url = with_database(&db_url, &db_name);
-        shared::db::run_migrations(&database_url)
-            .await
-            .expect("migrations");
+        let scratch = Scratch::create().await;
 
         let mut settings = Settings::from_env().expect("settings");
-        settings.database_url = database_url;
-        settings.redis_url = redis_url;
-        settings.queue_namespace = format!("test:{}", Uuid::new_v4().simple());
+        settings.database_url = scratch.database_url.clone();
+        settings.redis_url = scratch.redis_url.clone();
+        settings.queue_namespace = scratch.namespace.clone();
         settings.stripe.secret_key = Some(shared::secret::Secret::new("sk_test_payctl"));
         settings.stripe.timeout = Duration::from_secs(2);
         settings.worker.lease = Duration::from_secs(4);
@@ -106,8 +77,7 @@ impl Env {
         settings.worker.shutdown_timeout = Duration::from_secs(5);
         Env {
             settings,
-            db_name,
-            admin_url,
+            scratch,
             sim: None,
             running: Vec::new(),
             gate: Arc::new(Semaphore::new(0)),
@@ -268,78 +238,14 @@ impl Drop for Env {
             tasks.push(r.task);
         }
         self.sim.take();
-        let (db_name, admin_url) = (self.db_name.clone(), self.admin_url.clone());
-        let (redis_url, ns) = (
-            self.settings.redis_url.clone(),
-            self.settings.queue_namespace.clone(),
-        );
-        // Drop cannot await: clean up on a thread with its own runtime. The consumers are
-        // waited for first, so none writes a key after the keys are deleted.
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                for t in tasks {
-                    if tokio::time::timeout(WAIT, &mut Box::pin(t)).await.is_err() {
-                        eprintln!("a test worker did not stop in time");
-                    }
+        // The consumers are waited for first, so none writes a key after the keys are deleted;
+        // meanwhile the test runtime keeps running them.
+        self.scratch.remove_blocking(async move {
+            for t in tasks {
+                if tokio::time::timeout(WAIT, t).await.is_err() {
+                    eprintln!("a test worker did not stop in time");
                 }
-                cleanup(&admin_url, &db_name, &redis_url, &ns).await;
-            });
-        });
-        // The test runtime must keep running the consumers while this thread waits for them.
-        let join = || {
-            let _ = cleanup.join();
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(join)
             }
-            _ => join(),
-        }
+        });
     }
-}
-
-async fn cleanup(admin_url: &str, db_name: &str, redis_url: &str, ns: &str) {
-    if let Ok(mut admin) = AsyncPgConnection::establish(admin_url).await {
-        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
-    }
-    let Ok(client) = redis::Client::open(redis_url) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let mut cursor: u64 = 0;
-    loop {
-        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{ns}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-        else {
-            return;
-        };
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> =
-                redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    // register_worker.lua lists every queue's workers key in this global sorted set.
-    let _: redis::RedisResult<()> = redis::cmd("ZREM")
-        .arg("core:apalis:queues:list")
-        .arg(format!("{ns}:stripe_charge:workers"))
-        .query_async(&mut conn)
-        .await;
 }

@@ -3,8 +3,9 @@
 //! - Postgres: the statements one payment costs, issued by the code's own query functions
 //!   (`transactions::insert`, `claim`, `record(Complete)`), each on its own pool checkout as the
 //!   api and the worker do, in a loop at high concurrency over `shared::db::pool`. Two shorter
-//!   diagnostic variants show what two costs weigh: the pool's test query on every checkout,
-//!   and waiting for the WAL flush at every commit (`synchronous_commit=off`).
+//!   diagnostic variants show what two costs weigh: a test query on every checkout (which the
+//!   pool no longer sends), and waiting for the WAL flush at every commit
+//!   (`synchronous_commit=off`).
 //! - Redis: the api's push (`ChargeQueue::enqueue`) and, concurrently, a consumer doing what
 //!   apalis' fetch and ack scripts do to the same keys (one script call per batch of 10 fetched,
 //!   one per job acked). The consumer is an approximation: the real one also decodes and
@@ -80,14 +81,14 @@ where
     }
 }
 
-/// A pool like `shared::db::pool` but without the test query on every checkout: the cost of
-/// that round trip, measured for the report (not something the services use).
-pub fn pool_without_checkout_test(database_url: &str, max_size: u32) -> PgPool {
+/// A pool like `shared::db::pool` but with diesel-async's default check: a `SELECT 1` round
+/// trip on every checkout, as the services did before. Its cost, measured for the report.
+pub fn pool_with_test_query(database_url: &str, max_size: u32) -> PgPool {
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
     Pool::builder()
         .max_size(max_size)
         .connection_timeout(Duration::from_secs(3))
-        .test_on_check_out(false)
+        .test_on_check_out(true)
         .build_unchecked(manager)
 }
 
@@ -354,11 +355,11 @@ async fn measure(bench: &Bench, stack: &Stack) -> anyhow::Result<Ceiling> {
         as_issued.rate.errors,
         as_issued.cpu.describe()
     ));
-    let no_test = pool_without_checkout_test(url, n as u32);
+    let test_query = pool_with_test_query(url, n as u32);
     // tokio-postgres passes `options` to the server like libpq: a per-session setting.
     let async_url = format!("{url}?options=-c%20synchronous_commit%3Doff");
     let variants = [
-        ("without the pool's test query on checkout", no_test),
+        ("with a `SELECT 1` test query on every checkout", test_query),
         (
             "with synchronous_commit=off",
             shared::db::pool(&async_url, n as u32),

@@ -62,7 +62,7 @@ fn postgres_profile(r: &Results) -> String {
     let mut said = Vec::new();
     if !prepare.is_empty() {
         said.push(format!(
-            "{:.0} % of its CPU parses, analyzes and plans statements again on every call",
+            "{:.0} % of its CPU parses, analyzes and plans statements",
             prepare.iter().sum::<f64>()
         ));
     }

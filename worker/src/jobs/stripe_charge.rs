@@ -99,11 +99,15 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
         "charge attempt done"
     );
 
-    let mut conn = ctx.db.get().await.map_err(db_err)?;
-    let recorded = txq::record(&mut conn, id, &ctx.owner, &outcome)
-        .await
-        .map_err(db_err)?;
-    drop(conn);
+    let recorded = match record(ctx, id, &outcome).await {
+        Ok(row) => row,
+        // Stripe has answered: one more try on a fresh connection (one Postgres closed between
+        // checkout and query) rather than leave the answer unrecorded until the lease expires.
+        Err(first) => {
+            tracing::warn!(error = %first.0, "recording the outcome failed; trying once more");
+            record(ctx, id, &outcome).await?
+        }
+    };
     count_job(outcome_name(&outcome));
     if matches!(outcome, Outcome::Retry { .. }) {
         metrics::counter!("payments_charge_retries_total").increment(1);
@@ -116,6 +120,17 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
             .map_err(|e| Redeliver(e.to_string()))?;
     }
     Ok(())
+}
+
+async fn record(
+    ctx: &ChargeContext,
+    id: uuid::Uuid,
+    outcome: &Outcome,
+) -> Result<Option<Transaction>, Redeliver> {
+    let mut conn = ctx.db.get().await.map_err(db_err)?;
+    txq::record(&mut conn, id, &ctx.owner, outcome)
+        .await
+        .map_err(db_err)
 }
 
 /// Why the claim failed decides whether this delivery is dropped or retried.

@@ -1,0 +1,177 @@
+//! The statements every payment makes are prepared once per connection and then reused: the
+//! benchmark found Postgres spending a quarter of its CPU re-parsing them (bench/results.md).
+//! Postgres lists a session's named prepared statements in `pg_prepared_statements`; a
+//! statement diesel does not cache is prepared, run once and closed again on every call.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use shared::models::{NewTransaction, TxError, TxState};
+use shared::testing::ScratchGuard;
+use shared::transactions::{self as txq, Inserted, Outcome};
+use uuid::Uuid;
+
+#[derive(QueryableByName)]
+struct Statement {
+    #[diesel(sql_type = Text)]
+    statement: String,
+    #[diesel(sql_type = BigInt)]
+    generic_plans: i64,
+    #[diesel(sql_type = BigInt)]
+    custom_plans: i64,
+}
+
+async fn prepared(conn: &mut AsyncPgConnection) -> Vec<Statement> {
+    diesel::sql_query(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements
+         WHERE statement LIKE '%transactions%' AND statement NOT LIKE '%pg_prepared%'
+         ORDER BY statement",
+    )
+    .load(conn)
+    .await
+    .unwrap()
+}
+
+fn new_transaction(key: &str) -> NewTransaction {
+    let id = Uuid::new_v4();
+    NewTransaction {
+        id,
+        amount: 1000,
+        currency: "usd".into(),
+        email: "a@example.com".into(),
+        price: None,
+        payment_method: "pm_card_visa".into(),
+        stripe_idempotency_key: NewTransaction::stripe_key_for(id),
+        request_key: Some(key.into()),
+        request_fingerprint: Some("f".into()),
+    }
+}
+
+/// One payment's statements as the api and the worker issue them; returns the final state.
+async fn one_payment(conn: &mut AsyncPgConnection, n: usize, outcome: &Outcome) -> String {
+    let new = new_transaction(&format!("public:k{n}"));
+    let Inserted::Created(row) = txq::insert(conn, &new).await.unwrap() else {
+        panic!("a fresh key made a row");
+    };
+    let claimed = txq::claim(conn, row.id, "w1", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(claimed.state, "processing");
+    assert_eq!(claimed.attempts, 1);
+    let recorded = txq::record(conn, row.id, "w1", outcome)
+        .await
+        .unwrap()
+        .expect("recorded");
+    assert!(recorded.lease_owner.is_none());
+    recorded.state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_payment_statement_is_prepared_once_per_connection_and_reused() {
+    let scratch = ScratchGuard::create().await;
+    let mut conn = scratch.connect().await;
+    let before: Vec<String> = prepared(&mut conn)
+        .await
+        .into_iter()
+        .map(|s| s.statement)
+        .collect();
+    assert!(before.is_empty(), "{before:#?}");
+
+    let outcomes = [
+        Outcome::Complete {
+            stripe_id: "pi_1".into(),
+        },
+        Outcome::Failed {
+            stripe_id: Some("pi_2".into()),
+            error: TxError {
+                code: "card_declined".into(),
+                decline_code: Some("insufficient_funds".into()),
+                message: "Your card has insufficient funds.".into(),
+            },
+        },
+        Outcome::Failed {
+            stripe_id: None,
+            error: TxError {
+                code: "card_declined".into(),
+                decline_code: None,
+                message: "Declined.".into(),
+            },
+        },
+    ];
+    let mut states = Vec::new();
+    for (n, outcome) in outcomes.iter().cycle().take(9).enumerate() {
+        states.push(one_payment(&mut conn, n, outcome).await);
+    }
+    assert_eq!(states.iter().filter(|s| *s == "complete").count(), 3);
+    assert_eq!(states.iter().filter(|s| *s == "failed").count(), 6);
+
+    let statements = prepared(&mut conn).await;
+    let texts: Vec<&str> = statements.iter().map(|s| s.statement.as_str()).collect();
+    // insert, claim, record: one prepared statement each, whatever the outcome's values.
+    assert_eq!(statements.len(), 3, "{texts:#?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("INSERT INTO transactions"))
+    );
+    assert!(texts.iter().any(|t| t.contains("attempts = attempts + 1")));
+    assert!(texts.iter().any(|t| t.contains("state = COALESCE(")));
+    for s in &statements {
+        // Nine executions each, all of the same prepared statement.
+        assert_eq!(s.generic_plans + s.custom_plans, 9, "{}", s.statement);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_binds_its_delay_twice_and_keeps_the_state() {
+    let scratch = ScratchGuard::create().await;
+    let mut conn = scratch.connect().await;
+    let new = new_transaction("public:retry");
+    let Inserted::Created(row) = txq::insert(&mut conn, &new).await.unwrap() else {
+        panic!("a fresh key made a row");
+    };
+    txq::claim(&mut conn, row.id, "w1", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("claimed");
+    let retry = Outcome::Retry {
+        stripe_id: None,
+        reason: "stripe 500".into(),
+        delay: Duration::from_secs(3600),
+    };
+    // Somebody else's retry is not written: only the lease holder schedules.
+    assert!(
+        txq::record(&mut conn, row.id, "w2", &retry)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let after = txq::record(&mut conn, row.id, "w1", &retry)
+        .await
+        .unwrap()
+        .expect("the holder's retry is written");
+    assert_eq!(after.tx_state(), TxState::Processing);
+    assert_eq!(after.last_error.as_deref(), Some("stripe 500"));
+    let due_in = after.next_attempt_at - after.updated_at;
+    assert!(
+        (3599..=3601).contains(&due_in.num_seconds()),
+        "due in {due_in}"
+    );
+    // Not due for an hour: nobody can claim it before.
+    assert!(
+        txq::claim(&mut conn, row.id, "w1", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The same key again returns the row it made.
+    assert!(matches!(
+        txq::insert(&mut conn, &new).await.unwrap(),
+        Inserted::Existing(r) if r.id == row.id
+    ));
+}
