@@ -76,7 +76,10 @@ pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<App
     shared::metrics::handle();
     let redis = redis_connection(&settings.redis_url)?;
     Ok(AppState {
-        db: shared::db::pool(&settings.database_url, 16),
+        db: shared::db::pool(
+            &settings.database_url,
+            settings.database_pool_size.unwrap_or(16),
+        ),
         queue: ChargeQueue::new(redis.clone(), &settings.queue_namespace),
         redis,
         settings: Arc::new(settings),

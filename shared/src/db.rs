@@ -17,8 +17,8 @@ pub type PoolError = RunError;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
-/// Builds the pool without connecting: the services start (and answer `/readyz` with 503) while
-/// Postgres is down, and connections are made on demand once it is back. A request waits at
+/// Builds the pool without waiting for a connection: the services start (and answer `/readyz`
+/// with 503) while Postgres is down, and the connections are made once it is back. A request waits at
 /// most 3 s for a connection: the api must fail fast (503) rather than wait for a database
 /// that is gone.
 pub fn pool(database_url: &str, max_size: u32) -> PgPool {
@@ -43,6 +43,11 @@ pub fn pool_with_timeout(database_url: &str, max_size: u32, checkout_timeout: Du
     let manager = AsyncDieselConnectionManager::new_with_config(database_url, config);
     Pool::builder()
         .max_size(max_size)
+        // Fixed size: every connection is opened (in the background) when the pool is built and
+        // re-opened when one is dropped. A pool that grows under load opens new backends just
+        // when the machine is busiest; each costs a fork and a cold catalog cache, which held
+        // POSTs up for 30-50 ms at p99 (bench/results.md).
+        .min_idle(Some(max_size))
         .connection_timeout(checkout_timeout)
         // Every checkout skips a connection whose socket Postgres closed (a restart closes them
         // all) or that was left inside a transaction, and opens a new one instead. The check is

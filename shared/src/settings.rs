@@ -12,6 +12,9 @@ pub const DEFAULT_PRICES: &str = "basic=1000:usd,pro=2500:eur";
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub database_url: String,
+    /// Connections this process opens to Postgres at start and keeps (`DATABASE_POOL_SIZE`);
+    /// unset: 16 for the api, `WORKER_CONCURRENCY` within 4..=16 for a worker.
+    pub database_pool_size: Option<u32>,
     pub redis_url: String,
     /// Prefix of every Redis key this deployment uses.
     pub queue_namespace: String,
@@ -105,67 +108,90 @@ pub struct RetrySettings {
 #[error("invalid configuration: {0}")]
 pub struct SettingsError(pub String);
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
+/// Where the settings are read from: the environment, or a table in tests.
+struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
 
-fn parsed<T: std::str::FromStr>(name: &str, default: T) -> Result<T, SettingsError> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| SettingsError(format!("{name}=`{v}` is not a valid value"))),
+impl Vars<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
     }
-}
 
-fn millis(name: &str, default_ms: u64) -> Result<Duration, SettingsError> {
-    parsed(name, default_ms).map(Duration::from_millis)
+    fn parsed<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, SettingsError> {
+        match self.var(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| SettingsError(format!("{name}=`{v}` is not a valid value"))),
+        }
+    }
+
+    fn millis(&self, name: &str, default_ms: u64) -> Result<Duration, SettingsError> {
+        self.parsed(name, default_ms).map(Duration::from_millis)
+    }
 }
 
 impl Settings {
     /// Reads the environment. Nothing is logged here: some of these are secrets.
     pub fn from_env() -> Result<Self, SettingsError> {
-        let prices = Prices::parse(&var("PRICES").unwrap_or_else(|| DEFAULT_PRICES.into()))
+        Self::from_vars(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads the variables `get` returns, as [`Settings::from_env`] reads the environment.
+    pub fn from_vars(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let v = Vars(get);
+        let prices = Prices::parse(&v.var("PRICES").unwrap_or_else(|| DEFAULT_PRICES.into()))
             .map_err(|e| SettingsError(format!("PRICES: {e}")))?;
-        let stripe_timeout = millis("STRIPE_TIMEOUT_MS", 10_000)?;
+        let stripe_timeout = v.millis("STRIPE_TIMEOUT_MS", 10_000)?;
         let settings = Settings {
-            database_url: var("DATABASE_URL")
+            database_url: v
+                .var("DATABASE_URL")
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/payments".into()),
-            redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
-            queue_namespace: var("QUEUE_NAMESPACE").unwrap_or_else(|| "payments".into()),
-            api_addr: parsed("API_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
-            merchant_api_key: var("MERCHANT_API_KEY").map(Secret::new),
-            admin_token: var("ADMIN_TOKEN").map(Secret::new),
+            database_pool_size: match v.var("DATABASE_POOL_SIZE") {
+                None => None,
+                Some(_) => Some(v.parsed("DATABASE_POOL_SIZE", 0)?),
+            },
+            redis_url: v
+                .var("REDIS_URL")
+                .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            queue_namespace: v
+                .var("QUEUE_NAMESPACE")
+                .unwrap_or_else(|| "payments".into()),
+            api_addr: v.parsed("API_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            merchant_api_key: v.var("MERCHANT_API_KEY").map(Secret::new),
+            admin_token: v.var("ADMIN_TOKEN").map(Secret::new),
             prices,
             stripe: StripeSettings {
-                secret_key: var("STRIPE_SECRET_KEY").map(Secret::new),
-                api_base: var("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into()),
+                secret_key: v.var("STRIPE_SECRET_KEY").map(Secret::new),
+                api_base: v
+                    .var("STRIPE_API_BASE")
+                    .unwrap_or_else(|| "https://api.stripe.com".into()),
                 timeout: stripe_timeout,
-                publishable_key: var("STRIPE_PUBLISHABLE_KEY"),
-                sim_public_url: var("STRIPE_SIM_PUBLIC_URL"),
-                rate_limit: parsed("STRIPE_RATE_LIMIT", 25)?,
-                breaker_threshold: parsed("STRIPE_BREAKER_THRESHOLD", 5)?,
-                breaker_cooldown: millis("STRIPE_BREAKER_COOLDOWN_MS", 5_000)?,
-                webhook_secret: var("STRIPE_WEBHOOK_SECRET").map(Secret::new),
-                webhook_tolerance: parsed("STRIPE_WEBHOOK_TOLERANCE_SECS", 300)
+                publishable_key: v.var("STRIPE_PUBLISHABLE_KEY"),
+                sim_public_url: v.var("STRIPE_SIM_PUBLIC_URL"),
+                rate_limit: v.parsed("STRIPE_RATE_LIMIT", 25)?,
+                breaker_threshold: v.parsed("STRIPE_BREAKER_THRESHOLD", 5)?,
+                breaker_cooldown: v.millis("STRIPE_BREAKER_COOLDOWN_MS", 5_000)?,
+                webhook_secret: v.var("STRIPE_WEBHOOK_SECRET").map(Secret::new),
+                webhook_tolerance: v
+                    .parsed("STRIPE_WEBHOOK_TOLERANCE_SECS", 300)
                     .map(Duration::from_secs)?,
             },
             worker: WorkerSettings {
-                concurrency: parsed("WORKER_CONCURRENCY", 10)?,
-                poll_interval: millis("WORKER_POLL_INTERVAL_MS", 100)?,
-                heartbeat: millis("WORKER_HEARTBEAT_MS", 2_000)?,
-                missed_heartbeats: parsed("WORKER_MISSED_HEARTBEATS", 3)?,
+                concurrency: v.parsed("WORKER_CONCURRENCY", 10)?,
+                poll_interval: v.millis("WORKER_POLL_INTERVAL_MS", 100)?,
+                heartbeat: v.millis("WORKER_HEARTBEAT_MS", 2_000)?,
+                missed_heartbeats: v.parsed("WORKER_MISSED_HEARTBEATS", 3)?,
                 retry: RetrySettings {
-                    max_attempts: parsed("RETRY_MAX_ATTEMPTS", 12)?,
-                    base_delay: millis("RETRY_BASE_DELAY_MS", 500)?,
-                    max_delay: millis("RETRY_MAX_DELAY_MS", 30_000)?,
+                    max_attempts: v.parsed("RETRY_MAX_ATTEMPTS", 12)?,
+                    base_delay: v.millis("RETRY_BASE_DELAY_MS", 500)?,
+                    max_delay: v.millis("RETRY_MAX_DELAY_MS", 30_000)?,
                 },
-                lease: millis("WORKER_LEASE_MS", stripe_timeout.as_millis() as u64 + 5_000)?,
-                sweep_interval: millis("SWEEP_INTERVAL_MS", 5_000)?,
-                sweep_after: millis("SWEEP_AFTER_MS", 30_000)?,
-                shutdown_timeout: millis("WORKER_SHUTDOWN_TIMEOUT_MS", 30_000)?,
-                metrics_addr: match var("WORKER_METRICS_ADDR").as_deref() {
+                lease: v.millis("WORKER_LEASE_MS", stripe_timeout.as_millis() as u64 + 5_000)?,
+                sweep_interval: v.millis("SWEEP_INTERVAL_MS", 5_000)?,
+                sweep_after: v.millis("SWEEP_AFTER_MS", 30_000)?,
+                shutdown_timeout: v.millis("WORKER_SHUTDOWN_TIMEOUT_MS", 30_000)?,
+                metrics_addr: match v.var("WORKER_METRICS_ADDR").as_deref() {
                     Some("off") => None,
                     None => Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
                     Some(v) => Some(v.parse().map_err(|_| {
@@ -174,8 +200,9 @@ impl Settings {
                 },
             },
             http: HttpSettings {
-                rate_limit_per_minute: parsed("RATE_LIMIT_PER_MINUTE", 6_000)?,
-                cors_allowed_origins: var("CORS_ALLOWED_ORIGINS")
+                rate_limit_per_minute: v.parsed("RATE_LIMIT_PER_MINUTE", 6_000)?,
+                cors_allowed_origins: v
+                    .var("CORS_ALLOWED_ORIGINS")
                     .map(|v| {
                         v.split(',')
                             .map(|o| o.trim().trim_end_matches('/').to_owned())
@@ -183,7 +210,7 @@ impl Settings {
                             .collect()
                     })
                     .unwrap_or_default(),
-                header_read_timeout: millis("HTTP_HEADER_READ_TIMEOUT_MS", 10_000)?,
+                header_read_timeout: v.millis("HTTP_HEADER_READ_TIMEOUT_MS", 10_000)?,
             },
         };
         settings.validate()?;
@@ -194,6 +221,12 @@ impl Settings {
         let bad = |m: &str| Err(SettingsError(m.into()));
         if !(1..=10_000).contains(&self.worker.concurrency) {
             return bad("WORKER_CONCURRENCY must be between 1 and 10000");
+        }
+        if self
+            .database_pool_size
+            .is_some_and(|n| !(1..=1_000).contains(&n))
+        {
+            return bad("DATABASE_POOL_SIZE must be between 1 and 1000");
         }
         if self.worker.retry.max_attempts < 1 {
             return bad("RETRY_MAX_ATTEMPTS must be at least 1");
@@ -254,5 +287,82 @@ impl Settings {
     /// Redis keys of the charge queue live under `{namespace}:stripe_charge`.
     pub fn charge_queue(&self) -> String {
         crate::jobs::charge_queue_name(&self.queue_namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let table: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_vars(&move |name| {
+            table
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    fn error(pairs: &[(&str, &str)]) -> String {
+        match from(pairs) {
+            Ok(_) => panic!("{pairs:?} was accepted"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn nothing_set_gives_the_documented_defaults() {
+        let s = from(&[]).unwrap();
+        assert_eq!(s.database_pool_size, None);
+        assert_eq!(s.worker.concurrency, 10);
+        assert_eq!(s.stripe.timeout, Duration::from_secs(10));
+        assert_eq!(s.worker.lease, Duration::from_secs(15));
+        assert_eq!(s.queue_namespace, "payments");
+    }
+
+    #[test]
+    fn a_blank_value_counts_as_unset() {
+        let s = from(&[("DATABASE_POOL_SIZE", "  "), ("WORKER_CONCURRENCY", "")]).unwrap();
+        assert_eq!(s.database_pool_size, None);
+        assert_eq!(s.worker.concurrency, 10);
+    }
+
+    #[test]
+    fn the_pool_size_is_read_and_bounded() {
+        let s = from(&[("DATABASE_POOL_SIZE", " 8 ")]).unwrap();
+        assert_eq!(s.database_pool_size, Some(8));
+        for bad in ["0", "1001"] {
+            assert_eq!(
+                error(&[("DATABASE_POOL_SIZE", bad)]),
+                "DATABASE_POOL_SIZE must be between 1 and 1000"
+            );
+        }
+        for bad in ["-1", "eight", "8.5"] {
+            assert_eq!(
+                error(&[("DATABASE_POOL_SIZE", bad)]),
+                format!("DATABASE_POOL_SIZE=`{bad}` is not a valid value")
+            );
+        }
+    }
+
+    #[test]
+    fn contradictory_timeouts_are_refused() {
+        assert_eq!(
+            error(&[("STRIPE_TIMEOUT_MS", "5000"), ("WORKER_LEASE_MS", "5000")]),
+            "WORKER_LEASE_MS must be longer than STRIPE_TIMEOUT_MS"
+        );
+        // The lease follows the Stripe timeout unless set.
+        let s = from(&[("STRIPE_TIMEOUT_MS", "2000")]).unwrap();
+        assert_eq!(s.worker.lease, Duration::from_millis(7000));
+    }
+
+    #[test]
+    fn a_rejected_secret_is_not_echoed() {
+        let e = error(&[("ADMIN_TOKEN", "short-secret")]);
+        assert!(!e.contains("short-secret"), "{e}");
     }
 }

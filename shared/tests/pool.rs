@@ -67,3 +67,49 @@ async fn a_connection_postgres_closed_is_replaced_at_checkout() {
         .expect("a checked-out connection works");
     assert_ne!(first, second);
 }
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// Connections to the scratch database, other than the one asking.
+async fn backends(conn: &mut AsyncPgConnection) -> i64 {
+    let row: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .get_result(conn)
+    .await
+    .unwrap();
+    row.n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_opens_all_its_connections_before_the_first_checkout() {
+    let scratch = ScratchGuard::create().await;
+    let mut probe = scratch.connect().await;
+    assert_eq!(backends(&mut probe).await, 0);
+    let pool = shared::db::pool(&scratch.database_url, 3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backends(&mut probe).await < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the pool did not open 3 connections"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and no more than its size, even when every connection is checked out at once.
+    let held = check_out_all(&pool, 3).await;
+    assert_eq!(backends(&mut probe).await, 3);
+    drop(held);
+}
+
+async fn check_out_all(pool: &shared::db::PgPool, n: usize) -> Vec<shared::db::PgConn<'_>> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(pool.get().await.unwrap());
+    }
+    held
+}

@@ -68,6 +68,9 @@ pub fn service_env() -> Vec<(String, String)> {
         ("WORKER_MISSED_HEARTBEATS", "3"),
         ("WORKER_POLL_INTERVAL_MS", "50"),
         ("WORKER_CONCURRENCY", "20"),
+        // Pools are opened whole at start: 8 each keeps four workers, the api and the harness
+        // well under Postgres' 100 connections.
+        ("DATABASE_POOL_SIZE", "8"),
         ("RETRY_MAX_ATTEMPTS", "10"),
         ("RETRY_BASE_DELAY_MS", "100"),
         ("RETRY_MAX_DELAY_MS", "2000"),

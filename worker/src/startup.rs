@@ -41,7 +41,9 @@ pub async fn run(
     // Postgres' default 100 connections.
     let db = shared::db::pool_with_timeout(
         &settings.database_url,
-        (w.concurrency as u32).clamp(4, 16),
+        settings
+            .database_pool_size
+            .unwrap_or((w.concurrency as u32).clamp(4, 16)),
         Duration::from_secs(10),
     );
     let queue = ChargeQueue::new(conn.clone(), &settings.queue_namespace);

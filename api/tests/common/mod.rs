@@ -60,6 +60,8 @@ impl TestApp {
             .expect("start stripe-sim");
         let mut settings = Settings::from_env().expect("settings");
         settings.database_url = scratch.database_url.clone();
+        // Pools open every connection at start; tests run side by side on one Postgres.
+        settings.database_pool_size = Some(4);
         settings.redis_url = scratch.redis_url.clone();
         settings.queue_namespace = scratch.namespace.clone();
         settings.api_addr = "127.0.0.1:0".parse().unwrap();

@@ -61,6 +61,8 @@ impl Env {
 
         let mut settings = Settings::from_env().expect("settings");
         settings.database_url = scratch.database_url.clone();
+        // Pools open every connection at start; tests run side by side on one Postgres.
+        settings.database_pool_size = Some(4);
         settings.redis_url = scratch.redis_url.clone();
         settings.queue_namespace = scratch.namespace.clone();
         settings.stripe.secret_key = Some(shared::secret::Secret::new("sk_test_payctl"));
