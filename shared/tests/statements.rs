@@ -175,3 +175,22 @@ async fn a_retry_binds_its_delay_twice_and_keeps_the_state() {
         Inserted::Existing(r) if r.id == row.id
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stripe_key_not_derived_from_the_id_is_refused() {
+    let scratch = ScratchGuard::create().await;
+    let mut conn = scratch.connect().await;
+    let mut new = new_transaction("public:other-key");
+    new.stripe_idempotency_key = NewTransaction::stripe_key_for(Uuid::new_v4());
+    let err = txq::insert(&mut conn, &new)
+        .await
+        .err()
+        .expect("a key that is not txn_<id> is refused");
+    assert!(
+        err.to_string()
+            .contains("transactions_stripe_key_is_derived"),
+        "{err}"
+    );
+    let rows: Vec<(String, i64)> = txq::count_by_state(&mut conn).await.unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
+}

@@ -60,6 +60,8 @@ pub fn markdown(bench: &Bench, m: &Machine, r: &Results, elapsed_secs: f64) -> S
     latency_section(&mut out, r);
     cost_section(&mut out, r);
     super::targets::section(&mut out, m, r);
+    // Hand-written: what earlier runs found and what was changed because of it.
+    let _ = writeln!(out, "{}", include_str!("fixes.md"));
     method_section(&mut out);
     out
 }

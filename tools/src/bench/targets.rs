@@ -149,6 +149,31 @@ pub fn section(out: &mut String, m: &Machine, r: &Results) {
                 0.8 * bound
             );
         }
+        // Every payment costs CPU in each process on the machine; the cores divided by that cost
+        // is the most this deployment can complete here, whatever the concurrency.
+        let cores_busy = if t.cpu.wall > 0.0 {
+            t.cpu.total() / t.cpu.wall
+        } else {
+            0.0
+        };
+        if cores_busy > 0.0 && t.per_sec() > 0.0 {
+            let per_payment = cores_busy / t.per_sec();
+            let most = m.cores as f64 / per_payment;
+            let _ = write!(
+                why,
+                "CPU per payment, all processes together (the load generator included): {:.2} ms, so {} cores complete at most {most:.0} payments/s{}. ",
+                per_payment * 1000.0,
+                m.cores,
+                if most < 0.8 * bound {
+                    format!(
+                        ", below the {:.0}/s the target needs: it cannot hold on this machine",
+                        0.8 * bound
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
         let _ = write!(
             why,
             "Charges in flight on average ≈ {:.0} (throughput × 0.25 s); stripe-sim saw {} connections. {}",
