@@ -1,6 +1,9 @@
 //! The async Postgres pool and the migrations embedded in both binaries.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bb8::ErrorSink;
 
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
@@ -43,6 +46,7 @@ pub fn pool_with_timeout(database_url: &str, max_size: u32, checkout_timeout: Du
     let manager = AsyncDieselConnectionManager::new_with_config(database_url, config);
     Pool::builder()
         .max_size(max_size)
+        .error_sink(Box::new(ConnectErrorLog::default()))
         // Fixed size: every connection is opened (in the background) when the pool is built and
         // re-opened when one is dropped. A pool that grows under load opens new backends just
         // when the machine is busiest; each costs a fork and a cold catalog cache, which held
@@ -55,6 +59,44 @@ pub fn pool_with_timeout(database_url: &str, max_size: u32, checkout_timeout: Du
         // allows (bench/results.md).
         .test_on_check_out(true)
         .build_unchecked(manager)
+}
+
+/// Logs why the pool could not open a connection (Postgres down, `too many clients`, a database
+/// or role that does not exist): a request that then times out waiting for one only says that it
+/// timed out. The pool retries every few hundred milliseconds per connection, so at most one line
+/// per [`ConnectErrorLog::EVERY`] is written, with the count of those left out.
+#[derive(Clone, Debug, Default)]
+struct ConnectErrorLog(Arc<Mutex<Throttle>>);
+
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<Instant>,
+    left_out: u64,
+}
+
+impl ConnectErrorLog {
+    const EVERY: Duration = Duration::from_secs(10);
+}
+
+impl ErrorSink<diesel_async::pooled_connection::PoolError> for ConnectErrorLog {
+    fn sink(&self, error: diesel_async::pooled_connection::PoolError) {
+        let Ok(mut t) = self.0.lock() else { return };
+        let now = Instant::now();
+        if t.last
+            .is_some_and(|last| now.duration_since(last) < Self::EVERY)
+        {
+            t.left_out += 1;
+            return;
+        }
+        t.last = Some(now);
+        let left_out = std::mem::take(&mut t.left_out);
+        // The error names the host, database and role at most, never the password.
+        tracing::warn!(%error, left_out, "cannot open a Postgres connection");
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<diesel_async::pooled_connection::PoolError>> {
+        Box::new(self.clone())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -74,11 +74,12 @@ struct Count {
     n: i64,
 }
 
-/// Connections to the scratch database, other than the one asking.
+/// Connections the pool under test opened (by their `application_name`: the connection that
+/// ran the migrations may still be closing).
 async fn backends(conn: &mut AsyncPgConnection) -> i64 {
     let row: Count = diesel::sql_query(
         "SELECT count(*) AS n FROM pg_stat_activity
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+         WHERE datname = current_database() AND application_name = 'pool_under_test'",
     )
     .get_result(conn)
     .await
@@ -91,7 +92,16 @@ async fn the_pool_opens_all_its_connections_before_the_first_checkout() {
     let scratch = ScratchGuard::create().await;
     let mut probe = scratch.connect().await;
     assert_eq!(backends(&mut probe).await, 0);
-    let pool = shared::db::pool(&scratch.database_url, 3);
+    let sep = if scratch.database_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!(
+        "{}{sep}application_name=pool_under_test",
+        scratch.database_url
+    );
+    let pool = shared::db::pool(&url, 3);
     let deadline = Instant::now() + Duration::from_secs(10);
     while backends(&mut probe).await < 3 {
         assert!(
