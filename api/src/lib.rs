@@ -13,7 +13,8 @@
 //! - [`webhooks`]: Stripe's events, verified and applied (`POST /webhooks/stripe`).
 //! - Hostile input: [`json_guard`] (nesting and string limits), [`rate_limit`] (per client on
 //!   `POST /transactions`), [`cors`] (configured origins only), [`server`] (the accept loop
-//!   with a header-read timeout against slow clients); [`openapi`] describes it all.
+//!   with a header-read timeout against slow clients), [`oversize`] (a body over its route's
+//!   limit is read off before the `413`, so the client sees it); [`openapi`] describes it all.
 
 pub mod admin;
 pub mod cors;
@@ -22,6 +23,7 @@ pub mod http_metrics;
 pub mod json_guard;
 pub mod openapi;
 pub mod ops_queue;
+pub mod oversize;
 pub mod pages;
 pub mod rate_limit;
 pub mod routes;

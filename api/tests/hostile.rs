@@ -62,6 +62,37 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<(D
     }
 }
 
+/// A body over the limit that the client is still sending when the api decides: the api reads
+/// the rest off before answering, so the client can finish and read the 413. (Answering at once
+/// closes the connection with the body unread; the kernel then resets it, the client's next
+/// write fails and the answer is lost.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_body_still_being_sent_gets_a_readable_413() {
+    let app = app_with(|_| {}).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    let (chunks, chunk) = (10, vec![b' '; 20_000]);
+    let head = format!(
+        "POST /transactions HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n",
+        chunks * chunk.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    for i in 0..chunks {
+        conn.write_all(&chunk)
+            .await
+            .unwrap_or_else(|e| panic!("chunk {i}: the api stopped reading: {e}"));
+        // A slow client: the api has its answer long before the body is all sent.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let (_, answer) = read_until_closed(&mut conn, Duration::from_secs(5))
+        .await
+        .expect("the api answers and closes");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    assert_eq!(app.count_rows().await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_client_is_disconnected_within_the_header_timeout() {
     let app = app_with(|s| s.http.header_read_timeout = Duration::from_secs(1)).await;
