@@ -117,6 +117,21 @@ async fn harness(
     Ok(AsyncMigrationHarness::new(conn))
 }
 
+/// A Postgres URL cut around its database name: `(prefix, name, query)`, the query without its
+/// `?`. `None` when the URL has no path.
+pub fn split_database_url(url: &str) -> Option<(&str, &str, &str)> {
+    let (prefix, rest) = url.rsplit_once('/')?;
+    let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
+    Some((prefix, name, query))
+}
+
+/// The same URL naming database `name` instead, keeping its query string (`None`: no path).
+pub fn with_database(url: &str, name: &str) -> Option<String> {
+    let (prefix, _, query) = split_database_url(url)?;
+    let sep = if query.is_empty() { "" } else { "?" };
+    Some(format!("{prefix}/{name}{sep}{query}"))
+}
+
 /// Creates the database named in `database_url` when the server is up but the database is
 /// not, so a fresh `make run` works against a bare Postgres. Needs CREATEDB on the server.
 pub async fn create_database_if_missing(database_url: &str) -> Result<(), MigrationError> {
@@ -128,17 +143,14 @@ pub async fn create_database_if_missing(database_url: &str) -> Result<(), Migrat
     if !err.contains("does not exist") {
         return Err(MigrationError::Connect(err));
     }
-    let (prefix, rest) = database_url
-        .rsplit_once('/')
-        .ok_or_else(|| MigrationError::Connect("DATABASE_URL has no database name".into()))?;
-    let (name, query) = rest.split_once('?').map_or((rest, ""), |(n, q)| (n, q));
+    let no_name = || MigrationError::Connect("DATABASE_URL has no database name".into());
+    let (_, name, _) = split_database_url(database_url).ok_or_else(no_name)?;
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(MigrationError::Connect(format!(
             "cannot create database `{name}`: use letters, digits and _"
         )));
     }
-    let sep = if query.is_empty() { "" } else { "?" };
-    let admin_url = format!("{prefix}/postgres{sep}{query}");
+    let admin_url = with_database(database_url, "postgres").ok_or_else(no_name)?;
     let mut admin = AsyncPgConnection::establish(&admin_url)
         .await
         .map_err(|e| MigrationError::Connect(e.to_string()))?;
@@ -173,4 +185,27 @@ pub async fn pending_migrations(database_url: &str) -> Result<Vec<String>, Migra
 /// Number of migrations compiled into this binary.
 pub fn known_migrations() -> usize {
     MigrationSource::<Pg>::migrations(&MIGRATIONS).map_or(0, |m| m.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_name_is_replaced_and_the_query_kept() {
+        let url = "postgres://u@h:5432/payments?sslmode=disable";
+        assert_eq!(
+            split_database_url(url),
+            Some(("postgres://u@h:5432", "payments", "sslmode=disable"))
+        );
+        assert_eq!(
+            with_database(url, "postgres").as_deref(),
+            Some("postgres://u@h:5432/postgres?sslmode=disable")
+        );
+        assert_eq!(
+            with_database("postgres://h/payments", "x").as_deref(),
+            Some("postgres://h/x")
+        );
+        assert_eq!(with_database("no-path", "x"), None);
+    }
 }

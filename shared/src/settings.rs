@@ -117,11 +117,17 @@ impl Vars<'_> {
     }
 
     fn parsed<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, SettingsError> {
+        Ok(self.optional(name)?.unwrap_or(default))
+    }
+
+    /// `None` when unset, otherwise the parsed value.
+    fn optional<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, SettingsError> {
         match self.var(name) {
-            None => Ok(default),
+            None => Ok(None),
             Some(v) => v
                 .trim()
                 .parse()
+                .map(Some)
                 .map_err(|_| SettingsError(format!("{name}=`{v}` is not a valid value"))),
         }
     }
@@ -147,10 +153,7 @@ impl Settings {
             database_url: v
                 .var("DATABASE_URL")
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/payments".into()),
-            database_pool_size: match v.var("DATABASE_POOL_SIZE") {
-                None => None,
-                Some(_) => Some(v.parsed("DATABASE_POOL_SIZE", 0)?),
-            },
+            database_pool_size: v.optional("DATABASE_POOL_SIZE")?,
             redis_url: v
                 .var("REDIS_URL")
                 .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),

@@ -15,14 +15,9 @@ pub fn base_urls() -> (String, String) {
     (db, redis)
 }
 
-/// Replaces the database name at the end of a Postgres URL, keeping its query string.
+/// [`crate::db::with_database`] for tests, where `DATABASE_URL` must have a path.
 pub fn with_database(url: &str, name: &str) -> String {
-    let (prefix, rest) = url.rsplit_once('/').expect("DATABASE_URL has a path");
-    let query = rest
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
-    format!("{prefix}/{name}{query}")
+    crate::db::with_database(url, name).expect("DATABASE_URL has a path")
 }
 
 /// A migrated database `test_<uuid>` and a queue namespace `test:<uuid>`. Nothing is removed

@@ -60,13 +60,6 @@ pub fn default_bin_dir() -> PathBuf {
     }
 }
 
-fn with_database(url: &str, name: &str) -> String {
-    match url.rsplit_once('/') {
-        Some((prefix, _)) => format!("{prefix}/{name}"),
-        None => url.to_owned(),
-    }
-}
-
 impl Stack {
     pub async fn start(cfg: StackConfig) -> anyhow::Result<Self> {
         for bin in ["api", "worker", "stripe-sim"] {
@@ -87,8 +80,10 @@ impl Stack {
             .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
         let run = uuid::Uuid::new_v4().simple().to_string();
         let db_name = format!("chaos_{}", &run[..12]);
-        let admin_url = with_database(&base_db, "postgres");
-        let database_url = with_database(&base_db, &db_name);
+        let admin_url = shared::db::with_database(&base_db, "postgres")
+            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL has no database name"))?;
+        let database_url = shared::db::with_database(&base_db, &db_name)
+            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL has no database name"))?;
         let namespace = format!("chaos:{}", &run[..12]);
 
         let sim_port = free_port()?;

@@ -271,11 +271,10 @@ impl Bench {
 }
 
 async fn remove(l: &Leftover) -> anyhow::Result<()> {
-    let (prefix, name) = l
-        .database_url
-        .rsplit_once('/')
-        .ok_or_else(|| anyhow::anyhow!("no database name"))?;
-    let mut admin = AsyncPgConnection::establish(&format!("{prefix}/postgres")).await?;
+    let no_name = || anyhow::anyhow!("no database name");
+    let (_, name, _) = shared::db::split_database_url(&l.database_url).ok_or_else(no_name)?;
+    let admin_url = shared::db::with_database(&l.database_url, "postgres").ok_or_else(no_name)?;
+    let mut admin = AsyncPgConnection::establish(&admin_url).await?;
     diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await?;
