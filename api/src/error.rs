@@ -43,6 +43,16 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+    /// Nothing was done: the request took longer than the server allows (a slow body).
+    #[error("the request took too long and was not processed; send it again")]
+    RequestTimeout,
+    /// The request was taken on but its answer was lost (the deadline passed, or Postgres went
+    /// away after the insert was sent): the payment may have been recorded.
+    #[error(
+        "the payment may have been recorded, but its outcome is not known yet: send the same \
+         request with the same Idempotency-Key to learn it"
+    )]
+    OutcomeUnknown,
 }
 
 impl ApiError {
@@ -66,6 +76,8 @@ impl ApiError {
             ApiError::IdempotencyMismatch => (StatusCode::CONFLICT, "idempotency_key_reused"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::OutcomeUnknown => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
         }
     }
 
@@ -87,7 +99,10 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `validation_failed`, `invalid_json`, `unauthorized`,
-    /// `not_found`, `idempotency_key_reused`, `rate_limited`, `invalid_signature`, ...
+    /// `not_found`, `idempotency_key_reused`, `rate_limited`, `invalid_signature`,
+    /// `request_timeout` (nothing was done), `service_unavailable` (nothing was recorded),
+    /// `outcome_unknown` (a payment may have been recorded: resend with the same
+    /// Idempotency-Key), ...
     pub code: String,
     /// For people; may change.
     pub message: String,

@@ -10,6 +10,8 @@
 //!   changes to the checkout page (Server-Sent Events).
 //! - [`pages`]: the checkout page, its static files and the security headers on HTML.
 //! - [`validate`]: the checks on a new payment request.
+//! - [`deadline`]: work a client cannot cancel (a payment's insert and push) and the request
+//!   deadline that answers honestly about it.
 //! - [`webhooks`]: Stripe's events, verified and applied (`POST /webhooks/stripe`).
 //! - Hostile input: [`json_guard`] (nesting and string limits), [`rate_limit`] (per client on
 //!   `POST /transactions`), [`cors`] (configured origins only), [`server`] (the accept loop
@@ -18,6 +20,7 @@
 
 pub mod admin;
 pub mod cors;
+pub mod deadline;
 pub mod error;
 pub mod http_metrics;
 pub mod json_guard;

@@ -98,6 +98,10 @@ impl Connection {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
+            // A client that sends its request and closes (or half-closes) its side at once
+            // still has the request read and carried out; without this hyper drops the request
+            // in the middle when it reads the EOF (see crate::deadline).
+            .half_close(true)
             .max_buf_size(MAX_HEADER_BYTES);
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let mut conn = std::pin::pin!(conn);

@@ -13,7 +13,6 @@ use shared::jobs::{ChargeQueue, redis_connection};
 use shared::settings::Settings;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -129,10 +128,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(
             crate::oversize::refuse_declared_oversize,
         ))
-        // A client that trickles its request in is cut off rather than pinning a connection.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(15),
+        // A client that trickles its request in is cut off rather than pinning a connection;
+        // work already handed off is not (crate::deadline).
+        .layer(axum::middleware::from_fn_with_state(
+            state.settings.http.request_timeout,
+            crate::deadline::enforce,
         ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

@@ -262,6 +262,91 @@ async fn a_payment_whose_job_was_lost_is_swept_back_into_the_queue() {
     assert_eq!(app.charges_for(&id.to_string()), 1);
 }
 
+/// A client that sends its request and closes the connection at once (a browser tab closed, a
+/// load generator stopping): hyper drops the handler, but the payment's insert and push must
+/// finish anyway, so it is charged now, not when the sweeper finds it `SWEEP_AFTER_MS` later.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_disconnects_after_sending_is_charged_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(Options {
+        worker: true,
+        tweak: |s| s.worker.sweep_after = Duration::from_secs(120),
+    })
+    .await;
+    let email = "gone@example.com";
+    let body =
+        json!({"price": "basic", "email": email, "payment_method": "pm_card_visa"}).to_string();
+    let request = format!(
+        "POST /transactions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let addr = app.base.trim_start_matches("http://");
+    let sent = std::time::Instant::now();
+    for _ in 0..5 {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        drop(socket); // closed without reading the answer
+    }
+    let deadline = sent + Duration::from_secs(3);
+    loop {
+        let states = app.states_for_email(email).await;
+        if states.len() == 5 && states.iter().all(|s| s == "complete") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "5 requests sent and closed; 3 s later the rows were {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A request cut by the deadline after its insert was sent does not answer as if nothing was
+/// stored: `503 outcome_unknown`; the payment is recorded and charged anyway, and resending it
+/// with the same Idempotency-Key returns it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_cut_by_the_deadline_after_its_insert_says_the_outcome_is_unknown() {
+    use diesel_async::SimpleAsyncConnection;
+    let app = TestApp::spawn_with(Options {
+        worker: true,
+        tweak: |s| s.http.request_timeout = Duration::from_millis(700),
+    })
+    .await;
+    // Hold the insert up: the api's INSERT waits for this lock.
+    let mut blocker = app.db().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE transactions IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let body =
+        json!({"price": "basic", "email": "slow@example.com", "payment_method": "pm_card_visa"});
+    let key = [("idempotency-key", "order-slow-1")];
+    let (status, answer, _) = app.post(&body, &key).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "outcome_unknown", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"),
+        "{answer}"
+    );
+    blocker.batch_execute("COMMIT").await.unwrap();
+
+    // The insert went through after all, and its job with it.
+    let deadline = std::time::Instant::now() + WITHIN;
+    while app.states_for_email("slow@example.com").await != ["complete"] {
+        assert!(std::time::Instant::now() < deadline, "never charged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, replay, headers) = app.post(&body, &key).await;
+    assert_eq!(status, 202, "{replay}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(replay["state"], "complete");
+    assert_eq!(app.count_rows().await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn health_and_readiness_answer() {
     let app = TestApp::spawn_with(Options {

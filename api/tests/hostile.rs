@@ -46,6 +46,29 @@ async fn deeply_nested_or_overlong_json_gets_a_clean_400() {
     assert_eq!(app.count_rows().await, 0);
 }
 
+/// A body trickled in past the request deadline: a JSON `408` that says nothing was done, and
+/// nothing was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_slower_than_the_request_deadline_gets_a_json_408_and_changes_nothing() {
+    let app = app_with(|s| s.http.request_timeout = Duration::from_millis(500)).await;
+    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /transactions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{\"price\":",
+        )
+        .await
+        .unwrap();
+    let (_, answer) = read_until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("answered and closed within 5 s");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    assert_eq!(app.count_rows().await, 0);
+}
+
 /// Reads until the server closes the connection; returns what it sent and when it closed.
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<(Duration, String)> {
     let start = Instant::now();

@@ -40,6 +40,8 @@ pub struct HttpSettings {
     pub cors_allowed_origins: Vec<String>,
     /// A client must send its request headers within this, or its connection is closed.
     pub header_read_timeout: Duration,
+    /// The longest a request may take, body included; work it handed off still finishes.
+    pub request_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -214,6 +216,7 @@ impl Settings {
                     })
                     .unwrap_or_default(),
                 header_read_timeout: v.millis("HTTP_HEADER_READ_TIMEOUT_MS", 10_000)?,
+                request_timeout: v.millis("HTTP_REQUEST_TIMEOUT_MS", 15_000)?,
             },
         };
         settings.validate()?;
@@ -278,6 +281,9 @@ impl Settings {
         }
         if self.http.header_read_timeout.is_zero() {
             return bad("HTTP_HEADER_READ_TIMEOUT_MS must be positive");
+        }
+        if self.http.request_timeout.is_zero() {
+            return bad("HTTP_REQUEST_TIMEOUT_MS must be positive");
         }
         if !self.stripe.api_base.starts_with("http://")
             && !self.stripe.api_base.starts_with("https://")

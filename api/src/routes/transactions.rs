@@ -1,6 +1,6 @@
 //! `POST /transactions`, `GET /transactions/{id}` and `POST /transactions/{id}/confirm`.
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -10,6 +10,7 @@ use shared::models::{NewTransaction, Transaction, TxError, TxState};
 use shared::transactions::{self as txq, Inserted};
 use uuid::Uuid;
 
+use crate::deadline::{Accepted, detached};
 use crate::error::{ApiError, AppJson, ErrorBody};
 use crate::openapi::{TxErrorDoc, TxStateDoc};
 use crate::state::AppState;
@@ -120,16 +121,23 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         (status = 422, description = "A field is invalid", body = ErrorBody),
         (status = 429, description = "Rate limit; see Retry-After", body = ErrorBody,
          headers(("Retry-After" = u64, description = "Seconds"))),
-        (status = 503, description = "Postgres unreachable: nothing recorded", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the request took too long and nothing \
+                                      was done", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: Postgres unreachable, nothing \
+                                      recorded; or `outcome_unknown`: the payment may have been \
+                                      recorded (resend with the same Idempotency-Key to learn it)",
+         body = ErrorBody),
     ),
     security((), ("merchant_key" = [])),
 )]
 #[tracing::instrument(skip_all, fields(transaction_id))]
 pub async fn create(
     State(state): State<AppState>,
+    accepted: Option<Extension<Accepted>>,
     headers: HeaderMap,
     AppJson(body): AppJson<CreateTransaction>,
 ) -> Result<Response, ApiError> {
+    let accepted = accepted.map(|Extension(a)| a);
     let merchant = merchant_auth(&state, &headers)?;
     let payment = validate(&body, &state.settings.prices, merchant)?;
     let key = idempotency_key(&headers)?;
@@ -161,22 +169,14 @@ pub async fn create(
         request_key,
         request_fingerprint: fingerprint.clone(),
     };
-    let mut conn = state.db.get().await?;
-    let (row, replayed) = match txq::insert(&mut conn, &new).await? {
-        Inserted::Created(row) => (row, false),
-        Inserted::Existing(row) if row.request_fingerprint == fingerprint => (row, true),
-        Inserted::Existing(_) => return Err(ApiError::IdempotencyMismatch),
-    };
-    drop(conn);
+    // From here the work runs on its own task: a client that disconnects, or the request
+    // deadline, must not stop an insert already sent or the push that follows it.
+    let (row, replayed) = detached(accepted.as_ref(), {
+        let state = state.clone();
+        async move { record_and_enqueue(&state, new, fingerprint).await }
+    })
+    .await?;
     tracing::Span::current().record("transaction_id", tracing::field::display(row.id));
-
-    if !replayed {
-        // The row is committed, so the payment is kept whatever Redis does now: if this push
-        // fails, the worker's sweeper finds the row and enqueues it (see docs/reliability.md).
-        if let Err(e) = state.queue.enqueue(row.id, None).await {
-            tracing::warn!(error = %e, "enqueue failed; the sweeper will pick the payment up");
-        }
-    }
     let mut response = (StatusCode::ACCEPTED, AppJson(TransactionView::from(row))).into_response();
     if replayed {
         response
@@ -184,6 +184,41 @@ pub async fn create(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// Inserts the payment (or finds the one its Idempotency-Key made) and, for a new one, pushes
+/// its charge. Runs detached: see [`crate::deadline`].
+async fn record_and_enqueue(
+    state: &AppState,
+    new: NewTransaction,
+    fingerprint: Option<String>,
+) -> Result<(Transaction, bool), ApiError> {
+    let mut conn = state.db.get().await?;
+    let inserted = txq::insert(&mut conn, &new).await.map_err(|e| {
+        // The statement was sent: a connection that broke may have committed it anyway.
+        match ApiError::from(e) {
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(%detail, "insert sent but unanswered: outcome unknown");
+                ApiError::OutcomeUnknown
+            }
+            other => other,
+        }
+    })?;
+    let (row, replayed) = match inserted {
+        Inserted::Created(row) => (row, false),
+        Inserted::Existing(row) if row.request_fingerprint == fingerprint => (row, true),
+        Inserted::Existing(_) => return Err(ApiError::IdempotencyMismatch),
+    };
+    drop(conn);
+    if !replayed {
+        // The row is committed, so the payment is kept whatever Redis does now: if this push
+        // fails, the worker's sweeper finds the row and enqueues it (see docs/reliability.md).
+        if let Err(e) = state.queue.enqueue(row.id, None).await {
+            tracing::warn!(transaction_id = %row.id, error = %e,
+                "enqueue failed; the sweeper will pick the payment up");
+        }
+    }
+    Ok((row, replayed))
 }
 
 /// A transaction id from the path; anything that is not a UUID names no transaction.
@@ -241,18 +276,24 @@ pub async fn confirm(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let mut conn = state.db.get().await?;
-    let row = txq::find(&mut conn, id)
-        .await?
-        .ok_or(ApiError::NotFound("transaction"))?;
-    // `recheck_now` itself ignores final rows, so a payment finishing in between is safe.
-    let due = row.tx_state() == TxState::RequiresAction && txq::recheck_now(&mut conn, id).await?;
-    drop(conn);
-    if due {
-        // If the push fails, the row is due now and the sweeper enqueues it later.
-        if let Err(e) = state.queue.enqueue(id, None).await {
-            tracing::warn!(error = %e, "enqueue failed; the sweeper will pick the payment up");
+    // Detached like `create`: a client gone mid-way must not leave the row due but unqueued.
+    let row = detached(None, async move {
+        let mut conn = state.db.get().await?;
+        let row = txq::find(&mut conn, id)
+            .await?
+            .ok_or(ApiError::NotFound("transaction"))?;
+        // `recheck_now` itself ignores final rows, so a payment finishing in between is safe.
+        let due =
+            row.tx_state() == TxState::RequiresAction && txq::recheck_now(&mut conn, id).await?;
+        drop(conn);
+        if due {
+            // If the push fails, the row is due now and the sweeper enqueues it later.
+            if let Err(e) = state.queue.enqueue(id, None).await {
+                tracing::warn!(error = %e, "enqueue failed; the sweeper will pick the payment up");
+            }
         }
-    }
+        Ok(row)
+    })
+    .await?;
     Ok((StatusCode::ACCEPTED, AppJson(TransactionView::from(row))).into_response())
 }

@@ -240,6 +240,20 @@ impl TestApp {
             .sum()
     }
 
+    /// The states of every transaction paid with `email`.
+    pub async fn states_for_email(&self, email: &str) -> Vec<String> {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use shared::schema::transactions::dsl;
+        let mut conn = self.db().await;
+        dsl::transactions
+            .filter(dsl::email.eq(email))
+            .select(dsl::state)
+            .load(&mut conn)
+            .await
+            .unwrap()
+    }
+
     /// Number of jobs ever pushed to this test's queue (its data hash holds one per task).
     pub async fn jobs_pushed(&self) -> usize {
         let client = redis::Client::open(self.settings.redis_url.as_str()).unwrap();
