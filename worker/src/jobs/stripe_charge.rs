@@ -68,17 +68,22 @@ pub async fn stripe_charge(
 
 async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
     let id = job.transaction_id;
-    if let Err(wait) = ctx.stripe.breaker.allow() {
-        // Spread the returning jobs over a second so the probe is not followed by a stampede.
-        let jitter = Duration::from_millis(rand::rng().random_range(0..1000));
-        tracing::debug!(?wait, "circuit open: job put back");
-        count_job("deferred");
-        return ctx
-            .queue
-            .enqueue(id, Some(wait + jitter))
-            .await
-            .map_err(|e| Redeliver(e.to_string()));
-    }
+    // Held until the attempt ends: dropped on every path (no call made, an error, a panic, a
+    // cancelled task), it gives back the breaker's probe slot if it holds it.
+    let _permit = match ctx.stripe.breaker.allow() {
+        Ok(permit) => permit,
+        Err(wait) => {
+            // Spread the returning jobs over a second so the probe is not followed by a stampede.
+            let jitter = Duration::from_millis(rand::rng().random_range(0..1000));
+            tracing::debug!(?wait, "circuit open: job put back");
+            count_job("deferred");
+            return ctx
+                .queue
+                .enqueue(id, Some(wait + jitter))
+                .await
+                .map_err(|e| Redeliver(e.to_string()));
+        }
+    };
 
     let claimed = {
         let mut conn = ctx.db.get().await.map_err(db_err)?;

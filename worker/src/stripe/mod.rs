@@ -79,7 +79,11 @@ impl Stripe {
         Ok(Self {
             client,
             limiter: RateLimiter::new(redis, namespace, settings.rate_limit),
-            breaker: Breaker::new(settings.breaker_threshold, settings.breaker_cooldown),
+            breaker: Breaker::new(
+                settings.breaker_threshold,
+                settings.breaker_cooldown,
+                settings.timeout,
+            ),
         })
     }
 
