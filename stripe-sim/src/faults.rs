@@ -37,6 +37,10 @@ pub struct Faults {
     pub retry_after_secs: u64,
     /// 409 `idempotency_key_in_use` as if the same key were in flight; nothing stored.
     pub conflict_409: f64,
+    /// How long a new PaymentIntent stays invisible to search, in milliseconds. Stripe's
+    /// search is not for read-after-write: data is searchable "in under a minute" normally,
+    /// later during an outage. Retrieve and list are consistent and never lag.
+    pub search_lag_ms: u64,
 }
 
 impl Default for Faults {
@@ -53,6 +57,7 @@ impl Default for Faults {
             rate_limit_429: 0.0,
             retry_after_secs: 1,
             conflict_409: 0.0,
+            search_lag_ms: 0,
         }
     }
 }
@@ -103,6 +108,19 @@ pub struct Stats {
     pub connections: u64,
     /// Faults injected, by kind.
     pub faults: FaultCounts,
+    /// `/v1` requests by call.
+    #[serde(default)]
+    pub calls: CallCounts,
+}
+
+/// `/v1` requests by what they asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CallCounts {
+    pub create: u64,
+    pub retrieve: u64,
+    pub search: u64,
+    pub list: u64,
 }
 
 /// A fault that answers before anything executes (and is never stored).

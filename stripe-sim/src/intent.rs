@@ -162,6 +162,8 @@ pub struct PaymentIntent {
     /// What approving the 3-D Secure challenge leads to.
     pub behavior: Option<Behavior>,
     pub idempotency_key: Option<String>,
+    /// When search starts to see it (`Faults::search_lag_ms` after creation).
+    pub searchable_at: std::time::Instant,
 }
 
 #[derive(Serialize)]

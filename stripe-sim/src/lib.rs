@@ -36,7 +36,7 @@ use axum::routing::{get, post};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use faults::{FaultCounts, Faults, Stats};
+pub use faults::{CallCounts, FaultCounts, Faults, Stats};
 pub use state::{Ledger, LedgerCharge, LedgerPaymentIntent};
 pub use webhooks::{Delivery, DeliveryAttempt, signature_header};
 

@@ -45,6 +45,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    sim.shared.lock().stats.calls.create += 1;
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= MAX_KEY_LEN => Some(k.to_owned()),
@@ -308,6 +309,7 @@ fn execute(
         next_action_url: None,
         behavior,
         idempotency_key: key,
+        searchable_at: Instant::now() + Duration::from_millis(inner.faults.search_lag_ms),
     };
     let mut answer = None;
     if p.confirm {

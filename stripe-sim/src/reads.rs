@@ -29,6 +29,7 @@ async fn latency(sim: &Sim) {
     tokio::time::sleep(delay).await;
 }
 pub async fn retrieve(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
+    sim.shared.lock().stats.calls.retrieve += 1;
     latency(&sim).await;
     let found = sim.shared.lock().get(&id).map(PaymentIntent::to_json);
     match found {
@@ -58,6 +59,7 @@ fn limit(params: &[(String, String)]) -> Result<usize, ApiError> {
 }
 
 pub async fn search(State(sim): State<Sim>, RawQuery(query): RawQuery) -> Response {
+    sim.shared.lock().stats.calls.search += 1;
     latency(&sim).await;
     let result = (|| {
         let params = parse_form(query.unwrap_or_default().as_bytes())?;
@@ -78,10 +80,13 @@ pub async fn search(State(sim): State<Sim>, RawQuery(query): RawQuery) -> Respon
             .map(|p| p.parse::<usize>().unwrap_or(0))
             .unwrap_or(0);
         let inner = sim.shared.lock();
+        // The search index lags behind writes (Faults::search_lag_ms).
+        let now = std::time::Instant::now();
         let matching: Vec<_> = inner
             .intents()
             .iter()
             .rev()
+            .filter(|pi| pi.searchable_at <= now)
             .filter(|pi| clauses.iter().all(|c| c.matches(pi)))
             .collect();
         let page: Vec<_> = matching
@@ -106,6 +111,7 @@ pub async fn search(State(sim): State<Sim>, RawQuery(query): RawQuery) -> Respon
 }
 
 pub async fn list(State(sim): State<Sim>, RawQuery(query): RawQuery) -> Response {
+    sim.shared.lock().stats.calls.list += 1;
     latency(&sim).await;
     let result = (|| {
         let params = parse_form(query.unwrap_or_default().as_bytes())?;

@@ -167,7 +167,7 @@ async fn decide(ctx: &ChargeContext, txn: &Transaction) -> Verdict {
     }
     if txn.stripe_id.is_none() && Utc::now() - txn.created_at > KEY_SAFE_AGE {
         // Our key may have expired at Stripe: a create could charge a second time.
-        match ctx.stripe.find_by_transaction(txn).await {
+        match ctx.stripe.lookup(txn).await {
             Ok(Some(found)) => return found,
             Ok(None) => {}
             Err(e) => return transient(format!("lookup failed: {e}")),
@@ -176,7 +176,7 @@ async fn decide(ctx: &ChargeContext, txn: &Transaction) -> Verdict {
     match ctx.stripe.charge(txn).await {
         // The same key keeps replaying an ambiguous answer (a stored 500): look it up.
         Verdict::Unknown { reason } if txn.attempts >= UNKNOWN_BEFORE_LOOKUP => {
-            match ctx.stripe.find_by_transaction(txn).await {
+            match ctx.stripe.lookup(txn).await {
                 Ok(Some(found)) => found,
                 _ => Verdict::Unknown { reason },
             }
@@ -193,11 +193,12 @@ fn transient(reason: String) -> Verdict {
     }
 }
 
-/// Asks Stripe what became of the transaction (by `metadata[transaction_id]`). Found: its
-/// status is the answer. Not found: Stripe never created a PaymentIntent for it, so the card
-/// was not charged and the payment fails. Lookup failed: try again later, never guess.
+/// Asks Stripe what became of the transaction (by the intent's id when it is known, else by
+/// `metadata[transaction_id]`). Found: its status is the answer. Not found: Stripe never created
+/// a PaymentIntent for it, so the card was not charged and the payment fails. Lookup failed
+/// (including a known intent Stripe says it does not have): try again later, never guess.
 async fn resolve(ctx: &ChargeContext, txn: &Transaction) -> Verdict {
-    match ctx.stripe.find_by_transaction(txn).await {
+    match ctx.stripe.lookup(txn).await {
         Ok(Some(v)) => v,
         Ok(None) => Verdict::Declined {
             stripe_id: None,

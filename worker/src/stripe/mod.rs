@@ -91,15 +91,16 @@ impl Stripe {
     /// counted by outcome; the breaker is told what happened.
     async fn call<T>(
         &self,
-        kind: &'static str,
+        kind: Call,
         send: impl std::future::Future<Output = Result<T, CallError>>,
     ) -> Result<T, CallError> {
         self.limiter.acquire().await;
         let started = std::time::Instant::now();
         let result = send.await;
-        metrics::histogram!("payments_stripe_request_duration_seconds", "call" => kind)
+        let label = kind.as_str();
+        metrics::histogram!("payments_stripe_request_duration_seconds", "call" => label)
             .record(started.elapsed().as_secs_f64());
-        metrics::counter!("payments_stripe_requests_total", "call" => kind, "outcome" => outcome_label(&result))
+        metrics::counter!("payments_stripe_requests_total", "call" => label, "outcome" => outcome_label(&result))
             .increment(1);
         match &result {
             Err(e) if is_outage(e) => self.breaker.record_failure(),
@@ -147,21 +148,35 @@ impl Stripe {
             .use_stripe_sdk(true)
             .customize()
             .request_strategy(RequestStrategy::Idempotent(key));
-        classify(self.call("create", request.send(&self.client)).await)
+        classify(
+            Call::Create,
+            self.call(Call::Create, request.send(&self.client)).await,
+        )
     }
 
     pub async fn retrieve(&self, stripe_id: &str) -> Verdict {
-        let request = RetrievePaymentIntent::new(stripe_id).customize();
-        classify(self.call("retrieve", request.send(&self.client)).await)
+        classify(Call::Retrieve, self.retrieve_intent(stripe_id).await)
     }
 
-    /// Finds the transaction's PaymentIntent through its `metadata[transaction_id]`: the
-    /// question to ask when an answer was lost. `Ok(None)`: Stripe holds no such intent.
-    pub async fn find_by_transaction(&self, txn: &Transaction) -> Result<Option<Verdict>, String> {
+    async fn retrieve_intent(&self, stripe_id: &str) -> Result<PaymentIntent, CallError> {
+        let request = RetrievePaymentIntent::new(stripe_id).customize();
+        self.call(Call::Retrieve, request.send(&self.client)).await
+    }
+
+    /// What became of the transaction at Stripe: the question to ask when an answer was lost.
+    /// With the intent's id known, a retrieve (a consistent read) answers; without it, a search
+    /// by `metadata[transaction_id]`. `Ok(None)`: the search found no such intent.
+    pub async fn lookup(&self, txn: &Transaction) -> Result<Option<Verdict>, String> {
+        if let Some(id) = &txn.stripe_id {
+            return match self.retrieve_intent(id).await {
+                Ok(pi) => Ok(Some(verdict_for_intent(pi))),
+                Err(e) => Err(e.to_string()),
+            };
+        }
         let query = format!("metadata['transaction_id']:'{}'", txn.id);
         let request = SearchPaymentIntent::new(query).customize();
         let found = self
-            .call("search", request.send(&self.client))
+            .call(Call::Search, request.send(&self.client))
             .await
             .map_err(|e| e.to_string())?;
         // Several intents for one transaction could only come from an expired key; any one
@@ -171,6 +186,24 @@ impl Stripe {
             .into_iter()
             .max_by_key(|pi| matches!(pi.status, PaymentIntentStatus::Succeeded));
         Ok(best.map(verdict_for_intent))
+    }
+}
+
+/// The calls the worker makes, as metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    Create,
+    Retrieve,
+    Search,
+}
+
+impl Call {
+    fn as_str(self) -> &'static str {
+        match self {
+            Call::Create => "create",
+            Call::Retrieve => "retrieve",
+            Call::Search => "search",
+        }
     }
 }
 
@@ -201,7 +234,7 @@ fn is_outage(e: &CallError) -> bool {
     }
 }
 
-fn classify(result: Result<PaymentIntent, CallError>) -> Verdict {
+fn classify(_kind: Call, result: Result<PaymentIntent, CallError>) -> Verdict {
     match result {
         Ok(pi) => verdict_for_intent(pi),
         Err(CallError::Api {

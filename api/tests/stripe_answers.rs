@@ -1,0 +1,91 @@
+//! Answers from Stripe that say nothing about whether the card was charged must never end a
+//! payment `failed`: a search that lags behind a known intent, a refused key, a known intent
+//! Stripe does not find. Real api, worker, Postgres, Redis; stripe-sim stands in for Stripe.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Options, TestApp};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use shared::schema::transactions::dsl;
+use uuid::Uuid;
+
+const WITHIN: Duration = Duration::from_secs(20);
+
+/// A payment the api accepted (its job is queued).
+async fn accepted_payment(app: &TestApp) -> Uuid {
+    let created = app.pay("basic", "pm_card_visa").await;
+    created["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// Makes the row look like a worker already sent it to Stripe: `processing`, the intent's id
+/// recorded and `attempts` spent.
+async fn mark_sent(app: &TestApp, id: Uuid, stripe_id: &str, attempts: i32) {
+    let mut conn = app.db().await;
+    diesel::update(dsl::transactions.find(id))
+        .set((
+            dsl::state.eq("processing"),
+            dsl::stripe_id.eq(stripe_id),
+            dsl::attempts.eq(attempts),
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// Creates and confirms an intent at the sim for `id`, as a worker's lost attempt would have.
+async fn intent_at_stripe(app: &TestApp, id: Uuid) -> String {
+    let res = app
+        .client
+        .post(format!("{}/v1/payment_intents", app.sim.base_url()))
+        .bearer_auth("sk_test_harness")
+        .header("idempotency-key", format!("txn_{id}"))
+        .form(&[
+            ("amount", "1000"),
+            ("currency", "usd"),
+            ("payment_method", "pm_card_visa"),
+            ("confirm", "true"),
+            ("metadata[transaction_id]", &id.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// Stripe's search may not show an intent for a minute; the worker knows the intent's id and
+/// must retrieve it (a consistent read) rather than conclude from an empty search that the card
+/// was not charged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_known_intent_is_retrieved_not_searched_when_attempts_run_out() {
+    let mut app = TestApp::spawn_with(Options {
+        worker: false,
+        tweak: |s| s.worker.retry.max_attempts = 2,
+    })
+    .await;
+    app.sim.sim.set_faults(stripe_sim::Faults {
+        search_lag_ms: 600_000,
+        ..Default::default()
+    });
+    let id = accepted_payment(&app).await;
+    let pi = intent_at_stripe(&app, id).await;
+    // Attempts spent: the next claim resolves instead of creating.
+    mark_sent(&app, id, &pi, 2).await;
+    // The api already pushed the job; the worker starts now.
+    app.start_worker();
+
+    let done = app
+        .wait_for_state(&id.to_string(), &["complete", "failed"], WITHIN)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(done["stripe_id"], pi.as_str());
+    let calls = app.sim.sim.stats().calls;
+    assert_eq!(calls.search, 0, "searched although the id was known");
+    assert!(calls.retrieve >= 1);
+}
