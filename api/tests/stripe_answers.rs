@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Options, TestApp};
 use diesel::prelude::*;
@@ -59,6 +59,39 @@ async fn intent_at_stripe(app: &TestApp, id: Uuid) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
 
+async fn attempts_and_state(app: &TestApp, id: Uuid) -> (i32, String) {
+    let mut conn = app.db().await;
+    dsl::transactions
+        .find(id)
+        .select((dsl::attempts, dsl::state))
+        .first(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Waits until the row has been attempted `n` times, returning its state then.
+async fn after_attempts(app: &TestApp, id: Uuid, n: i32, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (attempts, state) = attempts_and_state(app, id).await;
+        if attempts >= n || state == "failed" || state == "complete" {
+            return state;
+        }
+        assert!(Instant::now() < deadline, "only {attempts} attempts");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn worker_metrics(app: &TestApp) -> String {
+    let addr = app.settings.worker.metrics_addr.unwrap();
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Stripe's search may not show an intent for a minute; the worker knows the intent's id and
 /// must retrieve it (a consistent read) rather than conclude from an empty search that the card
 /// was not charged.
@@ -88,4 +121,55 @@ async fn a_known_intent_is_retrieved_not_searched_when_attempts_run_out() {
     let calls = app.sim.sim.stats().calls;
     assert_eq!(calls.search, 0, "searched although the id was known");
     assert!(calls.retrieve >= 1);
+}
+
+/// A rolled or test/live-mixed key (401, `Stripe-Should-Retry: false`) is our configuration,
+/// not the customer's card: the payment keeps waiting, the alarm is raised.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_key_never_fails_a_payment_and_raises_the_alarm() {
+    let app = TestApp::spawn_with(Options {
+        worker: true,
+        tweak: |s| {
+            s.stripe.secret_key =
+                Some(shared::secret::Secret::new("sk_live_rolled_key_0123456789"));
+            s.worker.retry.max_attempts = 2;
+        },
+    })
+    .await;
+    let id: Uuid = app.pay("basic", "pm_card_visa").await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Past its attempts, into the lookup, and beyond: still not failed.
+    let state = after_attempts(&app, id, 4, WITHIN).await;
+    assert_eq!(state, "processing");
+    let metrics = worker_metrics(&app).await;
+    assert!(
+        metrics.contains(r#"payments_stripe_alarms_total{reason="authentication"}"#),
+        "{metrics}"
+    );
+    assert_eq!(app.intents_for(&id.to_string()), 0);
+}
+
+/// A 404 for an intent we created ourselves means the wrong account or mode, never "not
+/// charged".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_known_intent_stripe_cannot_find_never_fails_the_payment() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        tweak: |s| s.worker.retry.max_attempts = 2,
+    })
+    .await;
+    let id = accepted_payment(&app).await;
+    mark_sent(&app, id, "pi_not_in_this_account_0000000", 0).await;
+    let mut app = app;
+    app.start_worker();
+    let state = after_attempts(&app, id, 4, WITHIN).await;
+    assert_eq!(state, "processing");
+    let metrics = worker_metrics(&app).await;
+    assert!(
+        metrics.contains(r#"payments_stripe_alarms_total{reason="intent_missing"}"#),
+        "{metrics}"
+    );
 }

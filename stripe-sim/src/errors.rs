@@ -158,8 +158,11 @@ impl ApiError {
         e
     }
 
+    /// A refused key: Stripe says retrying it as it is cannot help.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::invalid_request(StatusCode::UNAUTHORIZED, None, message)
+        let mut e = Self::invalid_request(StatusCode::UNAUTHORIZED, None, message);
+        e.should_retry = Some(false);
+        e
     }
 
     /// The JSON body, `{"error": {...}}`.

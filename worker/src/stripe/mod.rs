@@ -88,7 +88,8 @@ impl Stripe {
     }
 
     /// Every call goes through here: the shared rate limit first, then the call, timed and
-    /// counted by outcome; the breaker is told what happened.
+    /// counted by outcome; the breaker is told what happened, and an answer that says our own
+    /// configuration is wrong raises the alarm.
     async fn call<T>(
         &self,
         kind: Call,
@@ -103,6 +104,10 @@ impl Stripe {
         metrics::counter!("payments_stripe_requests_total", "call" => label, "outcome" => outcome_label(&result))
             .increment(1);
         match &result {
+            Err(e) if is_alarm(kind, e) => {
+                raise_alarm(kind, e);
+                self.breaker.record_failure();
+            }
             Err(e) if is_outage(e) => self.breaker.record_failure(),
             _ => self.breaker.record_success(),
         }
@@ -207,6 +212,30 @@ impl Call {
     }
 }
 
+/// Answers that say nothing about the payment and everything about our setup: a refused key
+/// (401, a rolled or test/live mixed key), a refused permission (403, a restricted key), and a
+/// missing intent we created ourselves (404 on retrieve: the wrong account or mode). Never a
+/// verdict on the payment: the payment is retried, the breaker counts them, ops are alarmed.
+fn is_alarm(kind: Call, e: &CallError) -> bool {
+    match e {
+        CallError::Api { status, .. } => {
+            matches!(status, 401 | 403) || (kind == Call::Retrieve && *status == 404)
+        }
+        _ => false,
+    }
+}
+
+fn raise_alarm(kind: Call, e: &CallError) {
+    let reason = match e {
+        CallError::Api { status: 401, .. } => "authentication",
+        CallError::Api { status: 403, .. } => "permission",
+        _ => "intent_missing",
+    };
+    tracing::error!(call = kind.as_str(), reason, error = %e,
+        "stripe refused our configuration (key, mode or account); payments are held, not failed");
+    metrics::counter!("payments_stripe_alarms_total", "reason" => reason).increment(1);
+}
+
 /// A small, fixed set of labels: never the error text (unbounded cardinality).
 fn outcome_label<T>(result: &Result<T, CallError>) -> &'static str {
     match result {
@@ -234,9 +263,14 @@ fn is_outage(e: &CallError) -> bool {
     }
 }
 
-fn classify(_kind: Call, result: Result<PaymentIntent, CallError>) -> Verdict {
+fn classify(kind: Call, result: Result<PaymentIntent, CallError>) -> Verdict {
     match result {
         Ok(pi) => verdict_for_intent(pi),
+        Err(e) if is_alarm(kind, &e) => Verdict::Transient {
+            stripe_id: None,
+            reason: e.to_string(),
+            retry_after: None,
+        },
         Err(CallError::Api {
             status,
             error,
@@ -327,11 +361,13 @@ fn verdict_for_error(
             stripe_id: None,
             error: invalid_request(err.message.as_deref().unwrap_or("invalid request")),
         },
+        // Our key or its permissions (see `is_alarm`): never the customer's card.
+        (_, 401 | 403) => transient(reason),
         _ if should_retry == Some(false) => Verdict::Declined {
             stripe_id: None,
             error: invalid_request(&reason),
         },
-        // 401/403 (our key), 429 and anything new: not the customer's fault; try later.
+        // 429 and anything new: not the customer's fault; try later.
         _ => transient(reason),
     }
 }
