@@ -233,6 +233,7 @@ async fn seeded_faults_are_reproducible() {
         s.faults.error_500_before *= 2;
         s.faults.rate_limit_429 *= 2;
         s.faults.error_500_after *= 2;
+        s.calls.create *= 2;
         s
     });
 }
