@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
-use crate::json_guard;
+use crate::http::json_guard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -9,29 +9,26 @@
 //! - [`routes`]: thin handlers, one module per resource; `events` streams a transaction's
 //!   changes to the checkout page (Server-Sent Events).
 //! - [`pages`]: the checkout page, its static files and the security headers on HTML.
+//! - [`payments`]: the core of `POST /transactions` apart from HTTP: the caller, and a
+//!   validated payment recorded under its request key with its charge queued.
+//! - [`idempotency`]: request keys, their scope and the request's fingerprint.
+//! - [`views`]: the JSON views and path-id parsing the routes share.
 //! - [`validate`]: the checks on a new payment request.
-//! - [`deadline`]: work a client cannot cancel (a payment's insert and push) and the request
-//!   deadline that answers honestly about it.
 //! - [`webhooks`]: Stripe's events, verified and applied (`POST /webhooks/stripe`).
-//! - Hostile input: [`json_guard`] (nesting and string limits), [`rate_limit`] (per client on
-//!   `POST /transactions`), [`cors`] (configured origins only), [`server`] (the accept loop
-//!   with a header-read timeout against slow clients), [`oversize`] (a body over its route's
-//!   limit is read off before the `413`, so the client sees it); [`openapi`] describes it all.
+//! - [`http`]: what stands between the network and the handlers (accept loop, request deadline,
+//!   body limits, JSON guard, CORS, rate limit, HTTP metrics); [`openapi`] describes it all.
+//! - [`ops`]: the operators' page behind `ADMIN_TOKEN`.
 
-pub mod admin;
-pub mod cors;
-pub mod deadline;
 pub mod error;
-pub mod http_metrics;
-pub mod json_guard;
+pub mod http;
+pub mod idempotency;
 pub mod openapi;
-pub mod ops_queue;
-pub mod oversize;
+pub mod ops;
 pub mod pages;
-pub mod rate_limit;
+pub mod payments;
 pub mod routes;
-pub mod server;
 pub mod startup;
 pub mod state;
 pub mod validate;
+pub mod views;
 pub mod webhooks;

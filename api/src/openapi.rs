@@ -10,37 +10,11 @@ use std::sync::LazyLock;
 use axum::Json;
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::transactions::TransactionView;
 use crate::validate::CreateTransaction;
-
-/// A transaction's state, as `TransactionView.state` serializes it (`shared::models::TxState`,
-/// which knows nothing of OpenAPI; a test keeps the two in step).
-#[derive(ToSchema)]
-#[schema(as = TxState, rename_all = "snake_case")]
-#[allow(dead_code)] // Only its schema is used.
-pub enum TxStateDoc {
-    Pending,
-    Processing,
-    RequiresAction,
-    Complete,
-    Failed,
-}
-
-/// Why a payment failed (`shared::models::TxError`).
-#[derive(ToSchema)]
-#[schema(as = TxError)]
-#[allow(dead_code)] // Only its schema is used.
-pub struct TxErrorDoc {
-    /// Stripe's error code, e.g. `card_declined`.
-    code: String,
-    /// Stripe's decline code, e.g. `insufficient_funds`.
-    decline_code: Option<String>,
-    /// Fit to show the customer.
-    message: String,
-}
+use crate::views::{TransactionView, TxErrorDoc, TxStateDoc};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -140,7 +114,7 @@ pub async fn serve() -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::models::TxState;
+    use shared::state_machine::TxState;
 
     #[test]
     fn the_state_schema_lists_every_state() {

@@ -9,18 +9,16 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, post};
-use shared::jobs::{ChargeQueue, redis_connection};
+use shared::queue::{ChargeQueue, redis_connection};
 use shared::settings::Settings;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
+use crate::http::limits::{MAX_BODY_BYTES, MAX_WEBHOOK_BYTES};
 use crate::routes::{checkout, events, health, transactions, webhooks};
 use crate::state::{AppState, Shutdown};
-
-/// Request bodies are small JSON documents; anything bigger is refused before it is read.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 pub struct Application {
     listener: TcpListener,
@@ -57,7 +55,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let stopping = self.stopping;
         // Not axum::serve: it has no header-read timeout (see crate::server).
-        crate::server::serve(
+        crate::http::server::serve(
             self.listener,
             self.router,
             self.header_read_timeout,
@@ -87,11 +85,11 @@ pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<App
 }
 
 pub fn router(state: AppState) -> Router {
-    let limiter = crate::rate_limit::RateLimiter::new(
+    let limiter = crate::http::rate_limit::RateLimiter::new(
         state.settings.http.rate_limit_per_minute,
         state.settings.merchant_api_key.clone(),
     );
-    let cors = crate::cors::layer(&state.settings.http.cors_allowed_origins);
+    let cors = crate::http::cors::layer(&state.settings.http.cors_allowed_origins);
     Router::new()
         .route("/", get(checkout::index))
         .route("/checkout", get(checkout::page))
@@ -100,7 +98,7 @@ pub fn router(state: AppState) -> Router {
             "/transactions",
             post(transactions::create).route_layer(axum::middleware::from_fn_with_state(
                 limiter,
-                crate::rate_limit::enforce,
+                crate::http::rate_limit::enforce,
             )),
         )
         .route("/transactions/{id}", get(transactions::show))
@@ -110,29 +108,29 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route(
             "/webhooks/stripe",
-            post(webhooks::receive).layer(DefaultBodyLimit::max(webhooks::MAX_WEBHOOK_BYTES)),
+            post(webhooks::receive).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
         )
         .route("/openapi.json", get(crate::openapi::serve))
-        .route("/metrics", get(crate::http_metrics::metrics))
-        .route("/ops", get(crate::routes::ops::page))
-        .route("/ops/api/summary", get(crate::routes::ops::summary))
+        .route("/metrics", get(crate::http::metrics::metrics))
+        .route("/ops", get(crate::ops::page::page))
+        .route("/ops/api/summary", get(crate::ops::page::summary))
         .route(
             "/ops/api/dead/{task_id}/retry",
-            post(crate::routes::ops::retry_dead),
+            post(crate::ops::page::retry_dead),
         )
         // After routing, so the route pattern is known; unmatched requests are not labelled.
-        .route_layer(axum::middleware::from_fn(crate::http_metrics::track))
+        .route_layer(axum::middleware::from_fn(crate::http::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(
-            crate::oversize::refuse_declared_oversize,
+            crate::http::limits::refuse_declared_oversize,
         ))
         // A client that trickles its request in is cut off rather than pinning a connection;
-        // work already handed off is not (crate::deadline).
+        // work already handed off is not (crate::http::deadline).
         .layer(axum::middleware::from_fn_with_state(
             state.settings.http.request_timeout,
-            crate::deadline::enforce,
+            crate::http::deadline::enforce,
         ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

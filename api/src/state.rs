@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use apalis_redis::ConnectionManager;
 use shared::db::PgPool;
-use shared::jobs::ChargeQueue;
+use shared::queue::ChargeQueue;
 use shared::settings::Settings;
 use tokio::sync::watch;
 

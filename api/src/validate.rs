@@ -164,18 +164,6 @@ pub fn validate_payment_method(pm: &str) -> Result<String, ApiError> {
     }
 }
 
-/// An `Idempotency-Key` header: 1 to 255 visible ASCII characters, like Stripe's.
-pub fn validate_idempotency_key(key: &str) -> Result<&str, ApiError> {
-    if !key.is_empty() && key.len() <= 255 && key.chars().all(|c| c.is_ascii_graphic()) {
-        Ok(key)
-    } else {
-        Err(ApiError::validation(
-            "Idempotency-Key",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,14 +256,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn idempotency_keys_are_checked() {
-        assert!(validate_idempotency_key("abc-123").is_ok());
-        assert!(validate_idempotency_key("").is_err());
-        assert!(validate_idempotency_key("a b").is_err());
-        assert!(validate_idempotency_key(&"k".repeat(256)).is_err());
-    }
-
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -311,14 +291,6 @@ mod tests {
                     prop_assert!(pm.len() <= MAX_PAYMENT_METHOD_LEN);
                     prop_assert!(pm.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
                 }
-            }
-
-            #[test]
-            fn idempotency_keys_are_exactly_1_to_255_visible_ascii(
-                s in text("[!-~ ]{0,260}")
-            ) {
-                let valid = (1..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic());
-                prop_assert_eq!(validate_idempotency_key(&s).is_ok(), valid);
             }
 
             #[test]

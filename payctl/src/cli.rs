@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Parser, Subcommand};
 use shared::settings::Settings;
 
 use crate::commands::{list, purge, retry, show, stats, stuck};
 use crate::ctx::{Ctx, Report};
 use crate::duration;
-use crate::queue::JobState;
+use shared::queue::task::JobState;
 
 /// Inspect and steer the charge queue (Redis) and the payments (Postgres).
 ///
@@ -38,7 +39,7 @@ pub enum Command {
     },
     /// The jobs in one queue state.
     List {
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = job_state())]
         state: JobState,
         /// At most this many jobs.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
@@ -71,6 +72,12 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// `--state`: one of the places a task can be listed from, with clap's list of them in help.
+fn job_state() -> impl TypedValueParser<Value = JobState> {
+    PossibleValuesParser::new(JobState::LISTABLE.map(JobState::as_str))
+        .map(|s: String| JobState::parse(&s).unwrap_or(JobState::Nowhere))
 }
 
 /// Runs the command against the environment's Postgres and Redis and prints its report.

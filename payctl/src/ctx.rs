@@ -9,8 +9,8 @@ use diesel_async::AsyncPgConnection;
 use serde::Serialize;
 use shared::settings::Settings;
 
-use crate::keys::Keys;
-use crate::queue::{self, Conn};
+use shared::queue::keys::Keys;
+use shared::queue::task::{self, Conn};
 
 pub struct Ctx {
     pub settings: Settings,
@@ -32,7 +32,7 @@ pub struct Worker {
 
 impl Ctx {
     pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
-        let redis = queue::connect(&settings.redis_url).await?;
+        let redis = task::connect(&settings.redis_url).await?;
         Ok(Self {
             keys: Keys::new(&settings.queue_namespace),
             settings,
@@ -76,7 +76,7 @@ impl Ctx {
                 let age_secs = now - score as i64;
                 Worker {
                     name,
-                    last_heartbeat: queue::timestamp(score as i64),
+                    last_heartbeat: task::timestamp(score as i64),
                     age_secs,
                     presumed_dead: age_secs as f64 > limit,
                 }

@@ -74,7 +74,7 @@ pub async fn count_by_state(conn: &mut AsyncPgConnection) -> anyhow::Result<Vec<
         .context("counting transactions")?
         .into_iter()
         .collect();
-    Ok(shared::models::TxState::ALL
+    Ok(shared::state_machine::TxState::ALL
         .iter()
         .map(|s| {
             (

@@ -1,13 +1,16 @@
 //! Everything the api and the worker agree on, and nothing that speaks HTTP.
 //!
 //! - [`schema`]: the Diesel schema of the `transactions` table.
-//! - [`models`]: the [`Transaction`](models::Transaction) row, its [`TxState`](models::TxState)
-//!   machine and the customer-facing error it carries.
+//! - [`models`]: the [`Transaction`](models::Transaction) row and the customer-facing error it
+//!   carries.
+//! - [`state_machine`]: [`TxState`](state_machine::TxState), the moves between states and the
+//!   state sets the queries need.
 //! - [`transactions`]: every query on that table; each takes `&mut AsyncPgConnection`, so a
 //!   caller can pass a pooled connection or an open transaction. The statements every payment
 //!   makes are fixed-text prepared statements (`prepared`), parsed once per connection.
 //! - [`db`]: the async Postgres pool and the embedded migrations.
-//! - [`jobs`]: the `StripeCharge` job payload, the queue's name and the producer side of it.
+//! - [`queue`]: the `StripeCharge` job payload, the queue's name and its producer; the Redis key
+//!   layout apalis-redis 1.0 keeps, and reading and steering it (tasks, scans, scripts).
 //! - [`settings`]: configuration from the environment, shared by both binaries.
 //! - [`money`]: currencies and the price list.
 //! - [`ops`]: read-only queries for the ops page.
@@ -19,15 +22,16 @@
 //! - `testing` (feature `testing`): a database and a Redis namespace per test.
 
 pub mod db;
-pub mod jobs;
 pub mod metrics;
 pub mod models;
 pub mod money;
 pub mod ops;
 mod prepared;
+pub mod queue;
 pub mod schema;
 pub mod secret;
 pub mod settings;
+pub mod state_machine;
 pub mod stripe_events;
 pub mod telemetry;
 #[cfg(feature = "testing")]

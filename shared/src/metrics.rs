@@ -9,7 +9,7 @@ use apalis_redis::ConnectionManager;
 use diesel_async::AsyncPgConnection;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::jobs::queue_config;
+use crate::queue::queue_config;
 
 /// Latency buckets, in seconds, from 1 ms (an api request) to 30 s (a slow Stripe call).
 const BUCKETS: &[f64] = &[
@@ -125,7 +125,7 @@ pub async fn export_queue_depths(conn: &ConnectionManager, namespace: &str) {
 pub async fn export_transaction_counts(conn: &mut AsyncPgConnection) {
     match crate::transactions::count_by_state(conn).await {
         Ok(counts) => {
-            for st in crate::models::TxState::ALL {
+            for st in crate::state_machine::TxState::ALL {
                 let n = counts
                     .iter()
                     .find(|(s, _)| s == st.as_str())

@@ -295,7 +295,7 @@ impl Settings {
 
     /// Redis keys of the charge queue live under `{namespace}:stripe_charge`.
     pub fn charge_queue(&self) -> String {
-        crate::jobs::charge_queue_name(&self.queue_namespace)
+        crate::queue::charge_queue_name(&self.queue_namespace)
     }
 }
 

@@ -105,7 +105,7 @@ impl Scratch {
         // apalis' register_worker.lua lists every queue's workers key in this global set.
         let _: redis::RedisResult<()> = redis::cmd("ZREM")
             .arg("core:apalis:queues:list")
-            .arg(crate::jobs::charge_queue_name(&self.namespace) + ":workers")
+            .arg(crate::queue::charge_queue_name(&self.namespace) + ":workers")
             .query_async(&mut conn)
             .await;
     }

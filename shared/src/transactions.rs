@@ -17,9 +17,10 @@ use diesel::sql_types::{Array, BigInt, Bool, Interval, Nullable, Text, Uuid as S
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::models::{NewTransaction, Transaction, TxError, TxState};
+use crate::models::{NewTransaction, Transaction, TxError};
 use crate::prepared::{FixedSql, Prepared, no_parameter};
 use crate::schema::transactions::dsl;
+use crate::state_machine::TxState;
 
 pub type DbResult<T> = Result<T, diesel::result::Error>;
 

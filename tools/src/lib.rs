@@ -5,12 +5,10 @@
 //! - [`load`]: submits payments over HTTP like a careful client (an `Idempotency-Key` per
 //!   payment, retried with the same key on 5xx and connection errors).
 //! - [`verify`]: compares every transaction in Postgres with stripe-sim's ledger.
-//! - [`bench`]: throughput and latency against this machine's Postgres and Redis ceiling.
 //!
-//! Binaries: `chaos` (`make chaos`; a smaller run is part of `make test`), `bench`
-//! (`make bench`, never part of `make test`).
+//! Binary: `chaos` (`make chaos`; a smaller run is part of `make test`). The benchmark, which
+//! drives the same stack, is its own crate (`bench/`).
 
-pub mod bench;
 pub mod chaos;
 pub mod load;
 pub mod stack;

@@ -7,12 +7,12 @@
 //!   transaction's own idempotency key, record the outcome, schedule the retry if any.
 //! - [`stripe`]: the async-stripe calls and the classification of their answers.
 //! - [`metrics`]: the worker's `/metrics` endpoint.
-//! - [`retry`]: backoff with jitter.
+//! - [`policy`]: what each Stripe answer means for a payment, and the backoff.
 //! - [`sweeper`]: re-enqueues payments whose job was lost.
 
 pub mod jobs;
 pub mod metrics;
-pub mod retry;
+pub mod policy;
 pub mod startup;
 pub mod stripe;
 pub mod sweeper;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use apalis::prelude::*;
 use apalis_redis::RedisStorage;
-use shared::jobs::{ChargeQueue, StripeCharge, queue_config, redis_connection};
+use shared::queue::{ChargeQueue, StripeCharge, queue_config, redis_connection};
 use shared::settings::Settings;
 use tokio_util::sync::CancellationToken;
 

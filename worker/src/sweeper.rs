@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use shared::db::PgPool;
-use shared::jobs::ChargeQueue;
+use shared::queue::ChargeQueue;
 use shared::transactions as txq;
 use tokio_util::sync::CancellationToken;
 

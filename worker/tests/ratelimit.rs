@@ -13,8 +13,16 @@ async fn limiters_in_different_processes_share_one_budget() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let namespace = format!("test:{}", uuid::Uuid::new_v4().simple());
     // Two limiters on two connections stand for two worker processes.
-    let a = RateLimiter::new(shared::jobs::redis_connection(&url).unwrap(), &namespace, 5);
-    let b = RateLimiter::new(shared::jobs::redis_connection(&url).unwrap(), &namespace, 5);
+    let a = RateLimiter::new(
+        shared::queue::redis_connection(&url).unwrap(),
+        &namespace,
+        5,
+    );
+    let b = RateLimiter::new(
+        shared::queue::redis_connection(&url).unwrap(),
+        &namespace,
+        5,
+    );
     let calls = (0..24).map(|i| {
         let limiter = if i % 2 == 0 { a.clone() } else { b.clone() };
         async move {

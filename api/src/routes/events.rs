@@ -15,14 +15,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use shared::models::{Transaction, TxState};
+use shared::models::Transaction;
+use shared::state_machine::TxState;
 use shared::transactions as txq;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::routes::transactions::{TransactionView, parse_id};
 use crate::state::AppState;
+use crate::views::{TransactionView, parse_id};
 
 /// How often Postgres is asked; the worker moves a payment on within a few hundred ms.
 pub const CHECK_EVERY: Duration = Duration::from_millis(300);

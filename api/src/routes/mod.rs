@@ -3,6 +3,5 @@
 pub mod checkout;
 pub mod events;
 pub mod health;
-pub mod ops;
 pub mod transactions;
 pub mod webhooks;

@@ -12,9 +12,6 @@ use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::webhooks::{self, Receipt};
 
-/// Stripe's events are bigger than our own requests (a PaymentIntent runs to a few KiB).
-pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
-
 #[utoipa::path(
     post,
     path = "/webhooks/stripe",

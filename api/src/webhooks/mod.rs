@@ -23,7 +23,7 @@ use shared::transactions::{self as txq, DbResult};
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::json_guard;
+use crate::http::json_guard;
 use crate::state::AppState;
 use event::{Effect, Event, IntentFacts, Target};
 

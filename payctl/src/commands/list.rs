@@ -9,9 +9,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::ctx::{Ctx, Report};
-use crate::queue::{Job, JobState, load_jobs};
-use crate::scan;
 use crate::table::{Table, opt, time_rel};
+use shared::queue::scan;
+use shared::queue::task::{Job, JobState, load_jobs};
 
 #[derive(Debug, Serialize)]
 pub struct JobList {

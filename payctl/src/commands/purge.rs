@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::ctx::{Ctx, Report};
 use crate::duration::human_secs;
-use crate::scan;
-use crate::scripts;
+use shared::queue::scan;
+use shared::queue::scripts;
 
 #[derive(Debug, Serialize)]
 pub struct PurgeReport {

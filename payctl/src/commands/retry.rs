@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use crate::commands::check_task_id;
 use crate::ctx::{Ctx, Report};
-use crate::queue::{locate, parse_payload};
-use crate::scan;
-use crate::scripts::{self, RetryOutcome};
 use crate::table::{Table, opt};
+use shared::queue::scan;
+use shared::queue::scripts::{self, RetryOutcome};
+use shared::queue::task::{locate, parse_payload};
 
 #[derive(Debug, Serialize)]
 pub struct RetryReport {

@@ -10,9 +10,9 @@ use uuid::Uuid;
 use crate::commands::check_task_id;
 use crate::commands::list::{add_transaction_states, jobs_table};
 use crate::ctx::{Ctx, Report};
-use crate::queue::{Job, Place, load_jobs, locate};
-use crate::scan;
 use crate::table::{block, opt, side_by_side, time, time_rel};
+use shared::queue::scan;
+use shared::queue::task::{Job, Place, load_jobs, locate};
 
 #[derive(Debug, Serialize)]
 pub struct ShowReport {
@@ -79,7 +79,9 @@ pub async fn run(ctx: &mut Ctx, id: &str) -> anyhow::Result<ShowReport> {
         let mut places = Vec::new();
         for task in scan::tasks_for_transaction(&mut ctx.redis, &ctx.keys, txn_id).await? {
             let place = locate(&mut ctx.redis, &ctx.keys, &task, &workers).await?;
-            places.push(place.unwrap_or_else(|| Place::new(task, crate::queue::JobState::Nowhere)));
+            places.push(
+                place.unwrap_or_else(|| Place::new(task, shared::queue::task::JobState::Nowhere)),
+            );
         }
         let mut jobs = load_jobs(&mut ctx.redis, &ctx.keys, places).await?;
         jobs.sort_by(|a, b| a.task_id.cmp(&b.task_id));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use chrono::Utc;
 use serde::Serialize;
-use shared::models::TxState;
+use shared::state_machine::TxState;
 
 use crate::ctx::{Ctx, Report, Worker};
 use crate::duration::human_secs;

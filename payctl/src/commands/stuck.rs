@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use crate::ctx::{Ctx, Report};
 use crate::duration::human_secs;
-use crate::queue::{JobState, Place};
-use crate::scan;
 use crate::table::{Table, opt, time};
+use shared::queue::scan;
+use shared::queue::task::{JobState, Place};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

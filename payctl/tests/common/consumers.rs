@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use apalis::prelude::*;
 use apalis_redis::RedisStorage;
-use shared::jobs::{StripeCharge, queue_config, redis_connection};
+use shared::queue::{StripeCharge, queue_config, redis_connection};
 use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde_json::Value;
-use shared::jobs::{ChargeQueue, redis_connection};
 use shared::models::NewTransaction;
+use shared::queue::{ChargeQueue, redis_connection};
 use shared::settings::Settings;
 use shared::testing::Scratch;
 use stripe_sim::RunningSim;

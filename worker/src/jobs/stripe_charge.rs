@@ -16,12 +16,12 @@ use apalis::prelude::{BoxDynError, Data};
 use chrono::Utc;
 use rand::Rng;
 use shared::db::PgPool;
-use shared::jobs::{ChargeQueue, StripeCharge};
 use shared::models::{Transaction, TxError};
+use shared::queue::{ChargeQueue, StripeCharge};
 use shared::settings::RetrySettings;
 use shared::transactions::{self as txq, Outcome};
 
-use crate::retry::backoff;
+use crate::policy::backoff;
 use crate::stripe::{Stripe, Verdict};
 
 /// Stripe may forget an idempotency key after 24 hours; past this age a create could run

@@ -10,11 +10,11 @@ use std::time::Duration;
 use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
-use super::http::{self, Errors, Request};
-use super::probe::{CpuSplit, Probe};
-use super::stats::Summary;
-use super::{Bench, pg};
-use crate::stack::Stack;
+use crate::http::{self, Errors, Request};
+use crate::probe::{CpuSplit, Probe};
+use crate::stats::Summary;
+use crate::{Bench, pg};
+use tools::stack::Stack;
 
 /// Rates always measured (the targets name them), then the ramp while each step holds.
 pub const FIXED_RATES: [f64; 2] = [200.0, 1000.0];
@@ -195,9 +195,9 @@ async fn step(
     };
     bench.progress(&format!(
         "{method} {rate:>5.0}/s: p50 {} p99 {} max {} ms, errors {}{}",
-        super::stats::ms(s.latency.p50),
-        super::stats::ms(s.latency.p99),
-        super::stats::ms(s.latency.max),
+        crate::stats::ms(s.latency.p50),
+        crate::stats::ms(s.latency.p99),
+        crate::stats::ms(s.latency.max),
         s.errors,
         if s.holds() { "" } else { "  (does not hold)" }
     ));
@@ -232,9 +232,9 @@ async fn time_to_final(ctx: &Ctx<'_>, conn: &mut AsyncPgConnection) -> anyhow::R
     };
     bench.progress(&format!(
         "time to complete at {rate:.0}/s: p50 {} p99 {} max {} ms over {} payments ({} not complete, POST errors {})",
-        super::stats::ms(t.latency.p50),
-        super::stats::ms(t.latency.p99),
-        super::stats::ms(t.latency.max),
+        crate::stats::ms(t.latency.p50),
+        crate::stats::ms(t.latency.p99),
+        crate::stats::ms(t.latency.max),
         t.payments,
         t.not_complete,
         t.post_errors

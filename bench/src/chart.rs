@@ -1,9 +1,9 @@
 //! `results.svg`: end-to-end throughput against worker concurrency, next to API latency
 //! against the offered rate.
 
-use super::Results;
-use super::report::ceiling_pg;
-use super::svg::{self, Panel, RefLine, Series};
+use crate::Results;
+use crate::report::ceiling_pg;
+use crate::svg::{self, Panel, RefLine, Series};
 
 /// The two panels of `results.svg`.
 pub fn chart(r: &Results) -> String {

@@ -1,5 +1,5 @@
-//! Refusing a body that declares more bytes than its route accepts, so that the client reads the
-//! `413`.
+//! Body limits: each route's limit, and refusing a body that declares more bytes than its route
+//! accepts so that the client reads the `413`.
 //!
 //! Without this, the JSON extractor stops reading at the limit and answers `413`, and the
 //! connection is closed with the rest of the body unread: the kernel then resets it, and a client
@@ -19,6 +19,11 @@ use futures::StreamExt;
 
 use crate::error::ApiError;
 
+/// Request bodies are small JSON documents; anything bigger is refused before it is read.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Stripe's events are bigger than our own requests (a PaymentIntent runs to a few KiB).
+pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
+
 /// The most a refused body is read for, to answer it cleanly.
 pub const DRAIN_CAP: u64 = 1024 * 1024;
 pub const DRAIN_TIME: Duration = Duration::from_secs(2);
@@ -26,9 +31,9 @@ pub const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// The body limit of the route `path` is served by (the same limits `DefaultBodyLimit` applies).
 pub fn limit_for(path: &str) -> usize {
     if path == "/webhooks/stripe" {
-        crate::routes::webhooks::MAX_WEBHOOK_BYTES
+        MAX_WEBHOOK_BYTES
     } else {
-        crate::startup::MAX_BODY_BYTES
+        MAX_BODY_BYTES
     }
 }
 
@@ -75,11 +80,8 @@ mod tests {
 
     #[test]
     fn each_route_keeps_its_own_limit() {
-        assert_eq!(limit_for("/transactions"), crate::startup::MAX_BODY_BYTES);
-        assert_eq!(
-            limit_for("/webhooks/stripe"),
-            crate::routes::webhooks::MAX_WEBHOOK_BYTES
-        );
-        assert!(DRAIN_CAP as usize > crate::routes::webhooks::MAX_WEBHOOK_BYTES);
+        assert_eq!(limit_for("/transactions"), MAX_BODY_BYTES);
+        assert_eq!(limit_for("/webhooks/stripe"), MAX_WEBHOOK_BYTES);
+        assert!(DRAIN_CAP as usize > MAX_WEBHOOK_BYTES);
     }
 }

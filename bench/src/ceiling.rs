@@ -20,14 +20,14 @@ use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::bb8::Pool;
 use shared::db::PgPool;
-use shared::jobs::{ChargeQueue, queue_config, redis_connection};
 use shared::models::NewTransaction;
+use shared::queue::{ChargeQueue, queue_config, redis_connection};
 use shared::transactions::{self as txq, Inserted, Outcome};
 use uuid::Uuid;
 
-use super::probe::{CpuSplit, Probe};
-use super::{Bench, CEILING_TASKS};
-use crate::stack::Stack;
+use crate::probe::{CpuSplit, Probe};
+use crate::{Bench, CEILING_TASKS};
+use tools::stack::Stack;
 
 /// Operations per second a loop sustained, and the ones that failed (never hidden).
 #[derive(Clone, Copy, Debug, Default)]
@@ -294,7 +294,7 @@ pub struct Ceiling {
     pub redis_push: Rate,
     pub redis_consume: Measured,
     /// Where the Postgres backends' time went during the main loop (`None`: no usable perf).
-    pub pg_profile: Option<super::profile::PgProfile>,
+    pub pg_profile: Option<crate::profile::PgProfile>,
 }
 
 /// Runs against a deployment with no worker (the api idles): its database and namespace are
@@ -324,7 +324,7 @@ async fn probed<F: Future<Output = Rate>>(
 async fn measure(bench: &Bench, stack: &Stack) -> anyhow::Result<Ceiling> {
     let t = &bench.timing;
     let url = &stack.database_url;
-    let mut conn = super::pg::connect(url).await?;
+    let mut conn = crate::pg::connect(url).await?;
     let n = CEILING_TASKS;
     // Each pool outlives its probe: its backends must still exist when their CPU is read.
     let pool = shared::db::pool(url, n as u32);
@@ -335,7 +335,7 @@ async fn measure(bench: &Bench, stack: &Stack) -> anyhow::Result<Ceiling> {
         .clamp(Duration::from_millis(500), Duration::from_secs(5));
     let perf = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        super::profile::record(perf_for).await
+        crate::profile::record(perf_for).await
     });
     let as_issued = probed(
         stack,
@@ -346,7 +346,7 @@ async fn measure(bench: &Bench, stack: &Stack) -> anyhow::Result<Ceiling> {
     .await;
     drop(pool);
     let pg_profile = match perf.await.ok().flatten() {
-        Some(path) => super::profile::summarize(path).await,
+        Some(path) => crate::profile::summarize(path).await,
         None => None,
     };
     bench.progress(&format!(

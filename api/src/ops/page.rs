@@ -9,11 +9,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 use shared::metrics::QueueDepths;
-use shared::models::TxState;
+use shared::state_machine::TxState;
 
-use crate::admin::require_admin;
 use crate::error::ApiError;
-use crate::ops_queue::{self, DeadJob};
+use crate::ops::auth::require_admin;
+use crate::ops::queue::{self, DeadJob};
 use crate::pages::{self, assets, escape, fill};
 use crate::state::AppState;
 
@@ -61,7 +61,7 @@ pub async fn summary(
     // Redis may be down while Postgres answers (or the reverse): show what can be read.
     let queue = shared::metrics::queue_depths(&state.redis, ns).await.ok();
     let workers = workers(&state).await.unwrap_or_default();
-    let dead = ops_queue::dead_jobs(&state, 50).await.unwrap_or_default();
+    let dead = queue::dead_jobs(&state, 50).await.unwrap_or_default();
     let mut conn = state.db.get().await?;
     let counts = shared::transactions::count_by_state(&mut conn).await?;
     let transactions = TxState::ALL
@@ -90,7 +90,7 @@ pub async fn summary(
 }
 
 async fn workers(state: &AppState) -> redis::RedisResult<Vec<Worker>> {
-    let key = shared::jobs::queue_config(&state.settings.queue_namespace).workers_set();
+    let key = shared::queue::queue_config(&state.settings.queue_namespace).workers_set();
     let mut conn = state.redis.clone();
     let pairs: Vec<(String, f64)> = redis::cmd("ZRANGE")
         .arg(key)
@@ -123,7 +123,7 @@ pub async fn retry_dead(
     {
         return Err(ApiError::NotFound("dead job"));
     }
-    match ops_queue::retry(&state, &task_id).await {
+    match queue::retry(&state, &task_id).await {
         Ok(true) => Ok((
             StatusCode::ACCEPTED,
             axum::Json(json!({"retried": task_id})),

@@ -32,7 +32,7 @@ pub async fn machine(database_url: &str, redis_url: &str) -> Machine {
         .find(|l| l.starts_with("MemTotal:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .unwrap_or(0.0);
-    let postgres = match super::pg::connect(database_url).await {
+    let postgres = match crate::pg::connect(database_url).await {
         Ok(mut c) => {
             #[derive(diesel::QueryableByName)]
             struct V {

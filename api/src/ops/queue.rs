@@ -3,8 +3,8 @@
 
 use payctl::commands::{list, retry};
 use payctl::ctx::Ctx;
-use payctl::queue::JobState;
 use serde::Serialize;
+use shared::queue::task::JobState;
 use uuid::Uuid;
 
 use crate::state::AppState;
@@ -39,7 +39,7 @@ pub async fn dead_jobs(state: &AppState, limit: usize) -> anyhow::Result<Vec<Dea
 /// `Ok(false)` when the id is not a dead job (unknown, or already moved back).
 pub async fn retry(state: &AppState, task_id: &str) -> anyhow::Result<bool> {
     let mut ctx = ctx(state).await?;
-    let is_dead = payctl::scan::set_members(&mut ctx.redis, &ctx.keys.dead(), None)
+    let is_dead = shared::queue::scan::set_members(&mut ctx.redis, &ctx.keys.dead(), None)
         .await?
         .iter()
         .any(|t| t == task_id);

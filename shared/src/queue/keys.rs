@@ -12,7 +12,7 @@ pub struct Keys {
 impl Keys {
     pub fn new(namespace: &str) -> Self {
         Self {
-            config: shared::jobs::queue_config(namespace),
+            config: crate::queue::queue_config(namespace),
         }
     }
 

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::admin::require_admin;
+use crate::ops::auth::require_admin;
 use crate::state::AppState;
 
 pub async fn track(req: Request, next: Next) -> Response {

@@ -100,7 +100,7 @@ impl Connection {
             .header_read_timeout(header_read_timeout)
             // A client that sends its request and closes (or half-closes) its side at once
             // still has the request read and carried out; without this hyper drops the request
-            // in the middle when it reads the EOF (see crate::deadline).
+            // in the middle when it reads the EOF (see crate::http::deadline).
             .half_close(true)
             .max_buf_size(MAX_HEADER_BYTES);
         let conn = builder.serve_connection(TokioIo::new(stream), service);

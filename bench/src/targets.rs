@@ -3,19 +3,19 @@
 
 use std::fmt::Write;
 
-use super::Results;
-use super::latency;
-use super::machine::Machine;
-use super::probe::CpuSplit;
-use super::report::{ceiling_pg, header, row};
-use super::stats::ms;
+use crate::Results;
+use crate::latency;
+use crate::machine::Machine;
+use crate::probe::CpuSplit;
+use crate::report::{ceiling_pg, header, row};
+use crate::stats::ms;
 
 fn find(
     r: &Results,
     lat: u64,
     workers: usize,
     conc: usize,
-) -> Option<&(super::e2e::Config, super::e2e::Throughput)> {
+) -> Option<&(crate::e2e::Config, crate::e2e::Throughput)> {
     r.e2e
         .iter()
         .find(|(c, _)| c.sim_latency_ms == lat && c.workers == workers && c.concurrency == conc)

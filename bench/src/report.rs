@@ -3,10 +3,10 @@
 
 use std::fmt::Write;
 
-use super::latency::{self, Step};
-use super::machine::Machine;
-use super::stats::ms;
-use super::{Bench, CEILING_TASKS, Results};
+use crate::latency::{self, Step};
+use crate::machine::Machine;
+use crate::stats::ms;
+use crate::{Bench, CEILING_TASKS, Results};
 
 pub(super) fn row(out: &mut String, cells: &[String]) {
     let _ = writeln!(out, "| {} |", cells.join(" | "));
@@ -59,7 +59,7 @@ pub fn markdown(bench: &Bench, m: &Machine, r: &Results, elapsed_secs: f64) -> S
     e2e_section(&mut out, r);
     latency_section(&mut out, r);
     cost_section(&mut out, r);
-    super::targets::section(&mut out, m, r);
+    crate::targets::section(&mut out, m, r);
     // Hand-written: what earlier runs found and what was changed because of it.
     let _ = writeln!(out, "{}", include_str!("fixes.md"));
     method_section(&mut out);
@@ -377,7 +377,7 @@ fn method_section(out: &mut String) {
         out,
         "## How it was measured\n\n\
          - Every deployment is `tools::stack::Stack`: fresh database and Redis namespace, removed \
-         after the run. The load generator is `tools/src/bin/bench.rs` in the same machine, so it \
+         after the run. The load generator is `bench/src/main.rs` in the same machine, so it \
          competes for the same cores (its share is the `bench` entry of each CPU split).\n\
          - \"CPU (cores busy)\" adds utime + stime of the api, the workers, stripe-sim, the Postgres \
          backends serving the run's database (not Postgres' WAL writer or checkpointer), the whole \

@@ -12,7 +12,7 @@
 //! - [`report`] writes `results.md` (with [`machine`]: what it ran on; [`targets`]: held or
 //!   missed, and why), [`chart`] draws `results.svg` with [`svg`].
 //!
-//! Every deployment gets its own database and Redis namespace (via [`crate::stack`]), removed
+//! Every deployment gets its own database and Redis namespace (via [`tools::stack`]), removed
 //! after its run, and also when the run is interrupted ([`Bench::cleanup_leftovers`]).
 
 pub mod ceiling;
@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use crate::stack::{Stack, StackConfig};
+use tools::stack::{Stack, StackConfig};
 
 /// How long each part runs. The full run is what `make bench` does; `--quick` checks the
 /// harness in about two minutes.
@@ -280,7 +280,7 @@ async fn remove(l: &Leftover) -> anyhow::Result<()> {
         .await?;
     let client = redis::Client::open(l.redis_url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    crate::stack::delete_namespace(&mut conn, &l.namespace).await?;
+    tools::stack::delete_namespace(&mut conn, &l.namespace).await?;
     // apalis lists every queue in one global set; take ours out, as the stack's teardown does.
     let queues: Vec<String> = redis::cmd("ZRANGE")
         .arg("core:apalis:queues:list")

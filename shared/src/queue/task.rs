@@ -1,18 +1,18 @@
 //! What a task in the charge queue looks like to an operator: where it is, its payload and the
 //! meta hash apalis keeps for it. Reads here are per task id and pipelined; the iteration over
-//! whole keys lives in [`crate::scan`].
+//! whole keys lives in [`crate::queue::scan`].
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::queue::StripeCharge;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
-use shared::jobs::StripeCharge;
 use uuid::Uuid;
 
-use crate::keys::Keys;
+use crate::queue::keys::Keys;
 
 pub type Conn = MultiplexedConnection;
 
@@ -32,7 +32,7 @@ pub async fn connect(redis_url: &str) -> anyhow::Result<Conn> {
 }
 
 /// Where a task id sits in the queue's keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// In `{q}:scheduled`, due at its score.
@@ -44,11 +44,23 @@ pub enum JobState {
     Done,
     Dead,
     /// Its data or meta exist but it is in none of the sets (or was just moving).
-    #[value(skip)]
     Nowhere,
 }
 
 impl JobState {
+    /// The places a task can be listed from (every one but `Nowhere`).
+    pub const LISTABLE: [JobState; 5] = [
+        JobState::Scheduled,
+        JobState::Active,
+        JobState::Inflight,
+        JobState::Done,
+        JobState::Dead,
+    ];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::LISTABLE.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Scheduled => "scheduled",

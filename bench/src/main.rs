@@ -1,5 +1,5 @@
 //! `make bench`: measures throughput and latency against this machine's limits and writes
-//! `bench/results.md` and `bench/results.svg` (see `tools::bench`).
+//! `bench/results.md` and `bench/results.svg` (see the `bench` library).
 //!
 //! Flags: `--quick` (a few seconds per step, to check the harness; writes to
 //! `target/bench-quick/` unless `--out-dir` is given), `--out-dir DIR` (default `bench`),
@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tools::bench::{Bench, Options, Phases, chart, machine, report};
+use bench::{Bench, Options, Phases, chart, machine, report};
 use tools::stack::default_bin_dir;
 
 fn value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {

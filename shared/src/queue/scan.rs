@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use anyhow::Context;
 use uuid::Uuid;
 
-use crate::keys::Keys;
-use crate::queue::{Conn, JobState, Place, parse_payload};
+use crate::queue::keys::Keys;
+use crate::queue::task::{Conn, JobState, Place, parse_payload};
 
 /// Elements asked for per SCAN call (a hint to Redis) and per LRANGE page.
 const PAGE: usize = 500;

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use diesel_async::AsyncPgConnection;
 
-use super::procstat::{self, CpuSnapshot};
-use crate::stack::Stack;
+use crate::procstat::{self, CpuSnapshot};
+use tools::stack::Stack;
 
 /// CPU seconds spent by each part of the deployment during one window.
 #[derive(Clone, Copy, Debug, Default)]

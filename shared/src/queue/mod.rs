@@ -6,6 +6,11 @@
 //! must not be swallowed by an old task's id; the worker's lease on the row makes duplicate
 //! deliveries harmless.
 
+pub mod keys;
+pub mod scan;
+pub mod scripts;
+pub mod task;
+
 use std::time::Duration;
 
 use apalis_core::backend::TaskSink;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::http::{self, BacklogGate, Errors};
-use super::probe::{self, CpuSplit, LogProblems, Probe};
-use super::{Bench, pg};
-use crate::stack::Stack;
+use crate::http::{self, BacklogGate, Errors};
+use crate::probe::{self, CpuSplit, LogProblems, Probe};
+use crate::{Bench, pg};
+use tools::stack::Stack;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Config {

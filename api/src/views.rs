@@ -1,0 +1,87 @@
+//! The JSON views the routes answer with, and the parsing of ids in paths: shared by every
+//! route that shows a transaction.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use shared::models::{Transaction, TxError};
+use shared::state_machine::TxState;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// A transaction as clients see it. Worker bookkeeping (leases, attempts, internal errors)
+/// stays inside; the client secret only while the browser needs it for 3-D Secure.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TransactionView {
+    pub id: Uuid,
+    #[schema(value_type = TxStateDoc)]
+    pub state: TxState,
+    /// Minor units (cents).
+    pub amount: i64,
+    pub currency: String,
+    pub email: String,
+    /// The Stripe PaymentIntent, once there is one.
+    pub stripe_id: Option<String>,
+    /// Why the payment failed (`state` = `failed`).
+    #[schema(value_type = Option<TxErrorDoc>)]
+    pub error: Option<TxError>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// For Stripe.js' 3-D Secure step; only while `state` is `requires_action`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+impl From<Transaction> for TransactionView {
+    fn from(t: Transaction) -> Self {
+        let state = t.tx_state();
+        Self {
+            id: t.id,
+            state,
+            amount: t.amount,
+            currency: t.currency.clone(),
+            email: t.email.clone(),
+            stripe_id: t.stripe_id.clone(),
+            error: t.error(),
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            client_secret: if state == TxState::RequiresAction {
+                t.client_secret
+            } else {
+                None
+            },
+        }
+    }
+}
+
+/// A transaction id from the path; anything that is not a UUID names no transaction.
+pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::NotFound("transaction"))
+}
+
+/// A transaction's state, as `TransactionView.state` serializes it (`shared::state_machine::TxState`,
+/// which knows nothing of OpenAPI; a test keeps the two in step).
+#[derive(ToSchema)]
+#[schema(as = TxState, rename_all = "snake_case")]
+#[allow(dead_code)] // Only its schema is used.
+pub enum TxStateDoc {
+    Pending,
+    Processing,
+    RequiresAction,
+    Complete,
+    Failed,
+}
+
+/// Why a payment failed (`shared::models::TxError`).
+#[derive(ToSchema)]
+#[schema(as = TxError)]
+#[allow(dead_code)] // Only its schema is used.
+pub struct TxErrorDoc {
+    /// Stripe's error code, e.g. `card_declined`.
+    code: String,
+    /// Stripe's decline code, e.g. `insufficient_funds`.
+    decline_code: Option<String>,
+    /// Fit to show the customer.
+    message: String,
+}
