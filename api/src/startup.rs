@@ -9,6 +9,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, post};
+use shared::queue::keys::Keys;
 use shared::queue::{ChargeQueue, redis_connection};
 use shared::settings::Settings;
 use tokio::net::TcpListener;
@@ -78,6 +79,7 @@ pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<App
             settings.database_pool_size.unwrap_or(16),
         ),
         queue: ChargeQueue::new(redis.clone(), &settings.queue_namespace),
+        keys: Arc::new(Keys::new(&settings.queue_namespace)),
         redis,
         settings: Arc::new(settings),
         shutdown,

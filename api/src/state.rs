@@ -5,6 +5,7 @@ use std::sync::Arc;
 use apalis_redis::ConnectionManager;
 use shared::db::PgPool;
 use shared::queue::ChargeQueue;
+use shared::queue::keys::Keys;
 use shared::settings::Settings;
 use tokio::sync::watch;
 
@@ -12,8 +13,11 @@ use tokio::sync::watch;
 pub struct AppState {
     pub db: PgPool,
     pub queue: ChargeQueue,
-    /// For readiness checks; the queue has its own handle on the same connection.
+    /// For readiness checks and the ops views; the queue has its own handle on the same
+    /// connection.
     pub redis: ConnectionManager,
+    /// The queue's Redis keys, for the ops views and the queue gauges.
+    pub keys: Arc<Keys>,
     pub settings: Arc<Settings>,
     /// Long-lived responses (event streams) end when the server is told to stop; otherwise a
     /// graceful shutdown would wait for every open checkout page.

@@ -35,7 +35,7 @@ pub struct TransactionView {
 
 impl From<Transaction> for TransactionView {
     fn from(t: Transaction) -> Self {
-        let state = t.tx_state();
+        let state = t.state;
         Self {
             id: t.id,
             state,

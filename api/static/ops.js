@@ -85,11 +85,14 @@ async function refresh() {
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const s = await res.json();
     const q = s.queue || {};
+    const workers = q.workers || [];
     tiles($("queue"), [["scheduled", q.scheduled], ["ready", q.active], ["in flight", q.inflight],
-      ["done", q.done], ["dead", q.dead], ["workers", q.workers]], ["dead"]);
+      ["done", q.done], ["dead", q.dead], ["workers", q.workers && workers.length]], ["dead"]);
     tiles($("payments"), Object.entries(s.transactions), ["failed"]);
     chart(s.throughput);
-    rows($("workers"), s.workers, (w) => [cell(w.name), cell(new Date(w.last_seen * 1000).toLocaleTimeString())], "no live worker");
+    rows($("workers"), workers, (w) => [cell(w.name),
+      cell(w.last_heartbeat ? new Date(w.last_heartbeat).toLocaleTimeString() : "-"),
+      cell(w.presumed_dead ? "presumed dead" : `${w.inflight} in flight`)], "no worker registered");
     rows($("dead"), s.dead, (d) => {
       const td = document.createElement("td");
       const b = document.createElement("button");

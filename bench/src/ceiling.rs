@@ -22,7 +22,9 @@ use diesel_async::pooled_connection::bb8::Pool;
 use shared::db::PgPool;
 use shared::models::NewTransaction;
 use shared::queue::{ChargeQueue, queue_config, redis_connection};
-use shared::transactions::{self as txq, Inserted, Outcome};
+use shared::state_machine::change::{Transition, change, claim};
+use shared::state_machine::outcome::Outcome;
+use shared::transactions::{self as txq, Inserted};
 use uuid::Uuid;
 
 use crate::probe::{CpuSplit, Probe};
@@ -117,16 +119,21 @@ async fn one_payment(pool: &PgPool, run: &str, i: u64) -> anyhow::Result<()> {
     let owner = "bench-ceiling";
     {
         let mut conn = pool.get().await?;
-        txq::claim(&mut conn, id, owner, Duration::from_secs(15))
+        claim(&mut conn, id, owner, Duration::from_secs(15))
             .await?
-            .ok_or_else(|| anyhow::anyhow!("not claimed"))?;
+            .map_err(|why| anyhow::anyhow!("not claimed: {why:?}"))?;
     }
     let mut conn = pool.get().await?;
     let outcome = Outcome::Complete {
         stripe_id: format!("pi_{}", id.simple()),
     };
-    txq::record(&mut conn, id, owner, &outcome)
+    let record = Transition::Record {
+        owner,
+        outcome: &outcome,
+    };
+    change(&mut conn, id, record)
         .await?
+        .and_then(|c| c.applied_row())
         .ok_or_else(|| anyhow::anyhow!("not recorded"))?;
     Ok(())
 }

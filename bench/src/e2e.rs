@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::http::{self, BacklogGate, Errors};
 use crate::probe::{self, CpuSplit, LogProblems, Probe};
 use crate::{Bench, pg};
+use shared::state_machine::TxState;
 use tools::stack::Stack;
 
 #[derive(Clone, Copy, Debug)]
@@ -195,8 +196,8 @@ async fn measure(bench: &Bench, stack: &Stack, cfg: Config) -> anyhow::Result<Th
         cpu,
         api_rss_mb,
         worker_rss_mb,
-        total_complete: pg::count_state(&mut conn, "complete").await?,
-        failed: pg::count_state(&mut conn, "failed").await?,
+        total_complete: pg::count_state(&mut conn, TxState::Complete).await?,
+        failed: pg::count_state(&mut conn, TxState::Failed).await?,
         sim_requests: stats["requests"].as_u64().unwrap_or(0),
         sim_connections: stats["connections"].as_u64().unwrap_or(0),
         workers_exited: 0,

@@ -34,7 +34,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use tools::stack::{Stack, StackConfig};
 
@@ -271,29 +270,9 @@ impl Bench {
 }
 
 async fn remove(l: &Leftover) -> anyhow::Result<()> {
-    let no_name = || anyhow::anyhow!("no database name");
-    let (_, name, _) = shared::db::split_database_url(&l.database_url).ok_or_else(no_name)?;
-    let admin_url = shared::db::with_database(&l.database_url, "postgres").ok_or_else(no_name)?;
-    let mut admin = AsyncPgConnection::establish(&admin_url).await?;
-    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
+    shared::db::drop_database(&l.database_url).await?;
     let client = redis::Client::open(l.redis_url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    tools::stack::delete_namespace(&mut conn, &l.namespace).await?;
-    // apalis lists every queue in one global set; take ours out, as the stack's teardown does.
-    let queues: Vec<String> = redis::cmd("ZRANGE")
-        .arg("core:apalis:queues:list")
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await?;
-    for q in queues.iter().filter(|q| q.starts_with(&l.namespace)) {
-        redis::cmd("ZREM")
-            .arg("core:apalis:queues:list")
-            .arg(q)
-            .query_async::<()>(&mut conn)
-            .await?;
-    }
+    shared::queue::cleanup::remove_namespace(&mut conn, &l.namespace).await?;
     Ok(())
 }

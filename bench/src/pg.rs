@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use diesel::QueryableByName;
-use diesel::sql_types::{Array, BigInt, Double, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Double, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use shared::state_machine::TxState;
+use shared::state_machine::sweep::UNFINISHED_SQL;
 use uuid::Uuid;
 
 pub async fn connect(database_url: &str) -> anyhow::Result<AsyncPgConnection> {
@@ -42,11 +44,12 @@ pub async fn completed_between(
     to: f64,
 ) -> anyhow::Result<i64> {
     let row: Count = diesel::sql_query(
-        "SELECT count(*) AS n FROM transactions WHERE state = 'complete' \
+        "SELECT count(*) AS n FROM transactions WHERE state = $3 \
          AND updated_at >= to_timestamp($1) AND updated_at < to_timestamp($2)",
     )
     .bind::<Double, _>(from)
     .bind::<Double, _>(to)
+    .bind::<Text, _>(TxState::Complete)
     .get_result(conn)
     .await?;
     Ok(row.n)
@@ -71,18 +74,17 @@ pub async fn created_between(
 
 /// Unfinished payments now (answered from the partial index the sweeper uses).
 pub async fn unfinished(conn: &mut AsyncPgConnection) -> anyhow::Result<i64> {
-    let row: Count = diesel::sql_query(
-        "SELECT count(*) AS n FROM transactions \
-         WHERE state IN ('pending', 'processing', 'requires_action')",
-    )
+    let row: Count = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM transactions WHERE {UNFINISHED_SQL}"
+    ))
     .get_result(conn)
     .await?;
     Ok(row.n)
 }
 
-pub async fn count_state(conn: &mut AsyncPgConnection, state: &str) -> anyhow::Result<i64> {
+pub async fn count_state(conn: &mut AsyncPgConnection, state: TxState) -> anyhow::Result<i64> {
     let row: Count = diesel::sql_query("SELECT count(*) AS n FROM transactions WHERE state = $1")
-        .bind::<diesel::sql_types::Text, _>(state)
+        .bind::<Text, _>(state)
         .get_result(conn)
         .await?;
     Ok(row.n)
@@ -107,9 +109,10 @@ pub async fn time_to_complete(
 ) -> anyhow::Result<Vec<Duration>> {
     let rows: Vec<Seconds> = diesel::sql_query(
         "SELECT extract(epoch FROM updated_at - created_at)::float8 AS s FROM transactions \
-         WHERE id = ANY($1) AND state = 'complete'",
+         WHERE id = ANY($1) AND state = $2",
     )
     .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Text, _>(TxState::Complete)
     .load(conn)
     .await?;
     Ok(rows

@@ -4,13 +4,37 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde::Serialize;
 use shared::settings::Settings;
 
+use redis::aio::MultiplexedConnection;
 use shared::queue::keys::Keys;
-use shared::queue::task::{self, Conn};
+use shared::queue::workers::{self, Worker};
+
+pub type Conn = MultiplexedConnection;
+
+/// Opens one connection with short timeouts: an ops command should fail in seconds, not hang.
+pub async fn connect(redis_url: &str) -> anyhow::Result<Conn> {
+    let client = redis::Client::open(redis_url).context("REDIS_URL is not a valid Redis URL")?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(Duration::from_secs(10)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .context("cannot connect to Redis (REDIS_URL)")
+}
+
+/// One Postgres connection, given 5 s to open.
+pub async fn connect_pg(database_url: &str) -> anyhow::Result<AsyncPgConnection> {
+    let connect = AsyncPgConnection::establish(database_url);
+    tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .context("cannot connect to Postgres (DATABASE_URL)")
+}
 
 pub struct Ctx {
     pub settings: Settings,
@@ -19,20 +43,9 @@ pub struct Ctx {
     pg: Option<AsyncPgConnection>,
 }
 
-/// A worker registered in `{q}:workers`, with the age of its last heartbeat.
-#[derive(Clone, Debug, Serialize)]
-pub struct Worker {
-    pub name: String,
-    pub last_heartbeat: Option<DateTime<Utc>>,
-    pub age_secs: i64,
-    /// No heartbeat for longer than `WORKER_HEARTBEAT_MS × WORKER_MISSED_HEARTBEATS`: a live
-    /// worker will re-queue its in-flight jobs.
-    pub presumed_dead: bool,
-}
-
 impl Ctx {
     pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
-        let redis = task::connect(&settings.redis_url).await?;
+        let redis = connect(&settings.redis_url).await?;
         Ok(Self {
             keys: Keys::new(&settings.queue_namespace),
             settings,
@@ -43,45 +56,33 @@ impl Ctx {
 
     pub async fn pg(&mut self) -> anyhow::Result<&mut AsyncPgConnection> {
         if self.pg.is_none() {
-            self.pg = Some(crate::txdb::connect(&self.settings.database_url).await?);
+            self.pg = Some(connect_pg(&self.settings.database_url).await?);
         }
         self.pg.as_mut().context("no Postgres connection")
     }
 
     /// How long a worker may go without a heartbeat before apalis presumes it dead.
     pub fn presumed_dead_after(&self) -> Duration {
-        let w = &self.settings.worker;
-        w.heartbeat
-            .saturating_mul(w.missed_heartbeats.try_into().unwrap_or(u32::MAX))
+        self.settings.worker.presumed_dead_after()
     }
 
-    /// Every registered worker, by name. The set holds one entry per worker process start
-    /// (a cleanly stopped worker stays listed), so it is small enough to read at once.
+    /// The registered workers' names.
+    pub async fn worker_names(&mut self) -> anyhow::Result<Vec<String>> {
+        Ok(self.workers().await?.into_iter().map(|w| w.name).collect())
+    }
+
+    /// The Redis connection, the Postgres connection (made now if need be) and the keys, apart,
+    /// for a function that needs all three.
+    pub async fn parts(&mut self) -> anyhow::Result<(&mut Conn, &mut AsyncPgConnection, &Keys)> {
+        self.pg().await?;
+        let pg = self.pg.as_mut().context("no Postgres connection")?;
+        Ok((&mut self.redis, pg, &self.keys))
+    }
+
+    /// Every registered worker, by name.
     pub async fn workers(&mut self) -> anyhow::Result<Vec<Worker>> {
-        let key = self.keys.workers();
-        let rows: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(&key)
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .query_async(&mut self.redis)
-            .await
-            .with_context(|| format!("reading {key}"))?;
-        let now = Utc::now().timestamp();
-        let limit = self.presumed_dead_after().as_secs_f64();
-        Ok(rows
-            .into_iter()
-            .map(|(name, score)| {
-                // Heartbeats are whole unix seconds, so an age is up to a second short.
-                let age_secs = now - score as i64;
-                Worker {
-                    name,
-                    last_heartbeat: task::timestamp(score as i64),
-                    age_secs,
-                    presumed_dead: age_secs as f64 > limit,
-                }
-            })
-            .collect())
+        let dead_after = self.presumed_dead_after();
+        workers::registered(&mut self.redis, &self.keys, dead_after).await
     }
 }
 

@@ -6,7 +6,6 @@
 //! - [`cli`]: the arguments, and `run`, which dispatches to a command and prints its report.
 //! - [`commands`]: one module per subcommand, each returning a [`ctx::Report`].
 //! - [`ctx`]: settings (the services' own environment), connections, registered workers.
-//! - [`txdb`]: the Postgres queries.
 //! - [`duration`], [`table`]: `30s`/`5m`/`1h`/`2d` and aligned human output.
 
 pub mod cli;
@@ -14,6 +13,5 @@ pub mod commands;
 pub mod ctx;
 pub mod duration;
 pub mod table;
-pub mod txdb;
 
 pub use cli::{Cli, run};

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::{Behaviour, Env, assert_contains, text};
 use serde_json::Value;
-use shared::transactions::{self as txq, Outcome};
+use shared::state_machine::change as txq;
+use shared::state_machine::outcome::Outcome;
 use uuid::Uuid;
 
 fn entry(report: &Value, txn: Uuid) -> &Value {

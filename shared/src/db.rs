@@ -162,6 +162,23 @@ pub async fn create_database_if_missing(database_url: &str) -> Result<(), Migrat
     Ok(())
 }
 
+/// Drops the database named in `database_url`, closing its connections (tests, the chaos run's
+/// and the benchmark's deployments end with this).
+pub async fn drop_database(database_url: &str) -> Result<(), MigrationError> {
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    let no_name = || MigrationError::Connect("the URL has no database name".into());
+    let (_, name, _) = split_database_url(database_url).ok_or_else(no_name)?;
+    let admin_url = with_database(database_url, "postgres").ok_or_else(no_name)?;
+    let mut admin = AsyncPgConnection::establish(&admin_url)
+        .await
+        .map_err(|e| MigrationError::Connect(e.to_string()))?;
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| MigrationError::Run(format!("dropping database {name}: {e}")))?;
+    Ok(())
+}
+
 /// Applies every pending migration; returns how many ran.
 pub async fn run_migrations(database_url: &str) -> Result<usize, MigrationError> {
     create_database_if_missing(database_url).await?;

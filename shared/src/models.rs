@@ -22,7 +22,7 @@ pub struct TxError {
 #[diesel(check_for_backend(diesel::pg::Pg))]
 pub struct Transaction {
     pub id: Uuid,
-    pub state: String,
+    pub state: TxState,
     pub amount: i64,
     pub currency: String,
     pub email: String,
@@ -46,11 +46,6 @@ pub struct Transaction {
 }
 
 impl Transaction {
-    /// The row's state; the CHECK constraint guarantees it parses, `Pending` is never reached.
-    pub fn tx_state(&self) -> TxState {
-        TxState::parse(&self.state).unwrap_or(TxState::Pending)
-    }
-
     pub fn error(&self) -> Option<TxError> {
         let code = self.error_code.clone()?;
         Some(TxError {

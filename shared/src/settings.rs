@@ -99,6 +99,15 @@ pub struct WorkerSettings {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+impl WorkerSettings {
+    /// How long a worker may go without a heartbeat before a live one presumes it dead and
+    /// re-queues its in-flight jobs.
+    pub fn presumed_dead_after(&self) -> Duration {
+        self.heartbeat
+            .saturating_mul(self.missed_heartbeats.try_into().unwrap_or(u32::MAX))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RetrySettings {
     pub max_attempts: i32,

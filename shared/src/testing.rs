@@ -27,8 +27,6 @@ pub struct Scratch {
     pub database_url: String,
     pub redis_url: String,
     pub namespace: String,
-    db_name: String,
-    admin_url: String,
 }
 
 impl Scratch {
@@ -52,8 +50,6 @@ impl Scratch {
             database_url,
             redis_url,
             namespace: format!("test:{}", Uuid::new_v4().simple()),
-            db_name,
-            admin_url,
         }
     }
 
@@ -66,48 +62,14 @@ impl Scratch {
     /// Drops the database (closing its connections) and deletes every Redis key under the
     /// namespace, with apalis' global registration of the namespace's queue.
     pub async fn remove(&self) {
-        if let Ok(mut admin) = AsyncPgConnection::establish(&self.admin_url).await {
-            let _ = diesel::sql_query(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.db_name
-            ))
-            .execute(&mut admin)
-            .await;
-        }
+        let _ = crate::db::drop_database(&self.database_url).await;
         let Ok(client) = redis::Client::open(self.redis_url.as_str()) else {
             return;
         };
         let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
             return;
         };
-        let mut cursor: u64 = 0;
-        loop {
-            let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{}:*", self.namespace))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-            else {
-                return;
-            };
-            if !keys.is_empty() {
-                let _: redis::RedisResult<()> =
-                    redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        // apalis' register_worker.lua lists every queue's workers key in this global set.
-        let _: redis::RedisResult<()> = redis::cmd("ZREM")
-            .arg("core:apalis:queues:list")
-            .arg(crate::queue::charge_queue_name(&self.namespace) + ":workers")
-            .query_async(&mut conn)
-            .await;
+        let _ = crate::queue::cleanup::remove_namespace(&mut conn, &self.namespace).await;
     }
 
     /// [`Scratch::remove`] for a `Drop`, which cannot await: runs it on a thread with its own

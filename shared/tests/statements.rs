@@ -13,7 +13,9 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use shared::models::{NewTransaction, TxError};
 use shared::state_machine::TxState;
 use shared::testing::ScratchGuard;
-use shared::transactions::{self as txq, Inserted, Outcome};
+use shared::state_machine::change::{NotClaimed, Transition, change, claim};
+use shared::state_machine::outcome::Outcome;
+use shared::transactions::{self as txq, Inserted};
 use uuid::Uuid;
 
 #[derive(QueryableByName)]
@@ -53,20 +55,25 @@ fn new_transaction(key: &str) -> NewTransaction {
 }
 
 /// One payment's statements as the api and the worker issue them; returns the final state.
-async fn one_payment(conn: &mut AsyncPgConnection, n: usize, outcome: &Outcome) -> String {
+async fn one_payment(conn: &mut AsyncPgConnection, n: usize, outcome: &Outcome) -> TxState {
     let new = new_transaction(&format!("public:k{n}"));
     let Inserted::Created(row) = txq::insert(conn, &new).await.unwrap() else {
         panic!("a fresh key made a row");
     };
-    let claimed = txq::claim(conn, row.id, "w1", Duration::from_secs(30))
+    let claimed = claim(conn, row.id, "w1", Duration::from_secs(30))
         .await
         .unwrap()
         .expect("claimed");
     assert_eq!(claimed.state, "processing");
     assert_eq!(claimed.attempts, 1);
-    let recorded = txq::record(conn, row.id, "w1", outcome)
+    let record = Transition::Record {
+        owner: "w1",
+        outcome,
+    };
+    let recorded = change(conn, row.id, record)
         .await
         .unwrap()
+        .and_then(|c| c.applied_row())
         .expect("recorded");
     assert!(recorded.lease_owner.is_none());
     recorded.state
@@ -120,7 +127,7 @@ async fn each_payment_statement_is_prepared_once_per_connection_and_reused() {
             .iter()
             .any(|t| t.starts_with("INSERT INTO transactions"))
     );
-    assert!(texts.iter().any(|t| t.contains("attempts = attempts + 1")));
+    assert!(texts.iter().any(|t| t.contains("attempts = t.attempts + 1")));
     assert!(texts.iter().any(|t| t.contains("state = COALESCE(")));
     for s in &statements {
         // Nine executions each, all of the same prepared statement.
@@ -136,7 +143,7 @@ async fn a_retry_binds_its_delay_twice_and_keeps_the_state() {
     let Inserted::Created(row) = txq::insert(&mut conn, &new).await.unwrap() else {
         panic!("a fresh key made a row");
     };
-    txq::claim(&mut conn, row.id, "w1", Duration::from_secs(30))
+    claim(&mut conn, row.id, "w1", Duration::from_secs(30))
         .await
         .unwrap()
         .expect("claimed");
@@ -146,17 +153,23 @@ async fn a_retry_binds_its_delay_twice_and_keeps_the_state() {
         delay: Duration::from_secs(3600),
     };
     // Somebody else's retry is not written: only the lease holder schedules.
+    let by = |owner| Transition::Record {
+        owner,
+        outcome: &retry,
+    };
     assert!(
-        txq::record(&mut conn, row.id, "w2", &retry)
+        change(&mut conn, row.id, by("w2"))
             .await
             .unwrap()
+            .and_then(|c| c.applied_row())
             .is_none()
     );
-    let after = txq::record(&mut conn, row.id, "w1", &retry)
+    let after = change(&mut conn, row.id, by("w1"))
         .await
         .unwrap()
+        .and_then(|c| c.applied_row())
         .expect("the holder's retry is written");
-    assert_eq!(after.tx_state(), TxState::Processing);
+    assert_eq!(after.state, TxState::Processing);
     assert_eq!(after.last_error.as_deref(), Some("stripe 500"));
     let due_in = after.next_attempt_at - after.updated_at;
     assert!(
@@ -164,12 +177,12 @@ async fn a_retry_binds_its_delay_twice_and_keeps_the_state() {
         "due in {due_in}"
     );
     // Not due for an hour: nobody can claim it before.
-    assert!(
-        txq::claim(&mut conn, row.id, "w1", Duration::from_secs(30))
+    assert!(matches!(
+        claim(&mut conn, row.id, "w1", Duration::from_secs(30))
             .await
-            .unwrap()
-            .is_none()
-    );
+            .unwrap(),
+        Err(NotClaimed::NotDue(_))
+    ));
     // The same key again returns the row it made.
     assert!(matches!(
         txq::insert(&mut conn, &new).await.unwrap(),
@@ -192,6 +205,6 @@ async fn a_stripe_key_not_derived_from_the_id_is_refused() {
             .contains("transactions_stripe_key_is_derived"),
         "{err}"
     );
-    let rows: Vec<(String, i64)> = txq::count_by_state(&mut conn).await.unwrap();
-    assert!(rows.is_empty(), "{rows:?}");
+    let rows: Vec<(TxState, i64)> = txq::count_by_state(&mut conn).await.unwrap();
+    assert!(rows.iter().all(|(_, n)| *n == 0), "{rows:?}");
 }

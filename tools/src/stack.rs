@@ -5,7 +5,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tokio::process::{Child, Command};
 
 pub struct StackConfig {
@@ -28,8 +27,6 @@ pub struct Stack {
     pub database_url: String,
     pub redis_url: String,
     pub namespace: String,
-    admin_url: String,
-    db_name: String,
     env: Vec<(String, String)>,
     bin_dir: PathBuf,
     log_dir: PathBuf,
@@ -80,8 +77,6 @@ impl Stack {
             .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
         let run = uuid::Uuid::new_v4().simple().to_string();
         let db_name = format!("chaos_{}", &run[..12]);
-        let admin_url = shared::db::with_database(&base_db, "postgres")
-            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL has no database name"))?;
         let database_url = shared::db::with_database(&base_db, &db_name)
             .ok_or_else(|| anyhow::anyhow!("DATABASE_URL has no database name"))?;
         let namespace = format!("chaos:{}", &run[..12]);
@@ -133,8 +128,6 @@ impl Stack {
             database_url,
             redis_url,
             namespace,
-            admin_url,
-            db_name,
             env,
             bin_dir: cfg.bin_dir,
             log_dir: cfg.log_dir,
@@ -203,7 +196,7 @@ impl Stack {
     pub async fn empty_redis(&self) -> anyhow::Result<usize> {
         let client = redis::Client::open(self.redis_url.as_str())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
-        delete_namespace(&mut conn, &self.namespace).await
+        Ok(shared::queue::cleanup::delete_keys(&mut conn, &self.namespace).await?)
     }
 
     /// SIGTERMs worker `i` and waits for it to exit: the graceful shutdown path.
@@ -275,13 +268,7 @@ impl Stack {
             let _ = child.wait().await;
         }
         self.torn_down = true;
-        remove_data(
-            &self.admin_url,
-            &self.db_name,
-            &self.redis_url,
-            &self.namespace,
-        )
-        .await
+        remove_data(&self.database_url, &self.redis_url, &self.namespace).await
     }
 }
 
@@ -292,9 +279,8 @@ impl Drop for Stack {
         if self.torn_down {
             return;
         }
-        let (admin, db, redis_url, ns) = (
-            self.admin_url.clone(),
-            self.db_name.clone(),
+        let (db, redis_url, ns) = (
+            self.database_url.clone(),
             self.redis_url.clone(),
             self.namespace.clone(),
         );
@@ -306,69 +292,16 @@ impl Drop for Stack {
             else {
                 return;
             };
-            let _ = rt.block_on(remove_data(&admin, &db, &redis_url, &ns));
+            let _ = rt.block_on(remove_data(&db, &redis_url, &ns));
         });
         let _ = cleanup.join();
     }
 }
 
-async fn remove_data(
-    admin_url: &str,
-    db_name: &str,
-    redis_url: &str,
-    namespace: &str,
-) -> anyhow::Result<()> {
-    let mut admin = AsyncPgConnection::establish(admin_url).await?;
-    diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
+async fn remove_data(database_url: &str, redis_url: &str, namespace: &str) -> anyhow::Result<()> {
+    shared::db::drop_database(database_url).await?;
     let client = redis::Client::open(redis_url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    delete_namespace(&mut conn, namespace).await?;
-    // apalis registers each queue in one global set; take ours out again.
-    let members: Vec<String> = redis::cmd("ZRANGE")
-        .arg("core:apalis:queues:list")
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await?;
-    let ours: Vec<&String> = members
-        .iter()
-        .filter(|m| m.starts_with(namespace))
-        .collect();
-    if !ours.is_empty() {
-        redis::cmd("ZREM")
-            .arg("core:apalis:queues:list")
-            .arg(ours)
-            .query_async::<()>(&mut conn)
-            .await?;
-    }
+    shared::queue::cleanup::remove_namespace(&mut conn, namespace).await?;
     Ok(())
-}
-
-/// Deletes every key under `namespace` with SCAN (never KEYS on a live server).
-pub async fn delete_namespace(
-    conn: &mut redis::aio::MultiplexedConnection,
-    namespace: &str,
-) -> anyhow::Result<usize> {
-    let mut cursor: u64 = 0;
-    let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{namespace}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        if !keys.is_empty() {
-            deleted += keys.len();
-            redis::cmd("DEL").arg(&keys).query_async::<()>(conn).await?;
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(deleted);
-        }
-    }
 }

@@ -105,7 +105,7 @@ pub async fn check(
             }
         }
         let expected_success = a.payment_method == "pm_card_visa";
-        if row.tx_state().is_final() && expected_success != (row.state == "complete") {
+        if row.state.is_final() && expected_success != (row.state == "complete") {
             v.unexpected_outcome += 1;
         }
     }

@@ -8,7 +8,8 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init("info,worker=info,apalis=warn");
     let settings = Settings::from_env()?;
     worker::startup::ensure_schema_current(&settings.database_url).await?;
-    worker::startup::run(settings, shutdown_signal()).await
+    let app = worker::startup::Application::build(settings).await?;
+    app.run_until_stopped(shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -5,11 +5,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use apalis_redis::ConnectionManager;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
+use shared::queue::keys::Keys;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::stripe_charge::ChargeContext;
@@ -19,7 +21,9 @@ use crate::stripe::breaker::BreakerState;
 struct MetricsState {
     ctx: Arc<ChargeContext>,
     redis: ConnectionManager,
-    namespace: String,
+    keys: Arc<Keys>,
+    /// When a worker without a heartbeat is presumed dead.
+    dead_after: Duration,
 }
 
 /// Binds `addr` and serves until `stop`. A bind failure (two workers on one host with the same
@@ -28,7 +32,8 @@ pub async fn serve(
     addr: SocketAddr,
     ctx: Arc<ChargeContext>,
     redis: ConnectionManager,
-    namespace: String,
+    keys: Keys,
+    dead_after: Duration,
     stop: CancellationToken,
 ) {
     shared::metrics::handle();
@@ -48,7 +53,8 @@ pub async fn serve(
         .with_state(MetricsState {
             ctx,
             redis,
-            namespace,
+            keys: Arc::new(keys),
+            dead_after,
         });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -58,8 +64,8 @@ pub async fn serve(
     }
 }
 
-async fn metrics(State(s): State<MetricsState>) -> String {
-    shared::metrics::export_queue_depths(&s.redis, &s.namespace).await;
+async fn metrics(State(mut s): State<MetricsState>) -> String {
+    shared::queue::stats::export(&mut s.redis, &s.keys, s.dead_after).await;
     let state = match s.ctx.stripe.breaker.state() {
         BreakerState::Closed => 0.0,
         BreakerState::Open => 1.0,

@@ -1,4 +1,6 @@
-//! Builds and runs the worker: the apalis charge consumer and the sweeper, under one shutdown.
+//! Builds and runs the worker: the apalis charge consumer, the sweeper and the metrics
+//! endpoint, under one shutdown. `Application::build(settings)` then
+//! `run_until_stopped(shutdown)`, like the api.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,7 +9,9 @@ use std::time::{Duration, Instant};
 use apalis::prelude::*;
 use apalis_redis::RedisStorage;
 use shared::queue::{ChargeQueue, StripeCharge, queue_config, redis_connection};
-use shared::settings::Settings;
+use apalis_redis::ConnectionManager;
+use shared::queue::keys::Keys;
+use shared::settings::{Settings, WorkerSettings};
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::stripe_charge::{ChargeContext, stripe_charge};
@@ -27,79 +31,122 @@ pub fn worker_name() -> String {
     )
 }
 
-/// Runs until `shutdown` resolves, then stops fetching, lets running charges finish within
-/// `WORKER_SHUTDOWN_TIMEOUT_MS`, and hands prefetched jobs back to the queue.
-pub async fn run(
+/// A worker process, built and ready to run: its pool, its Stripe client, its queue consumer's
+/// configuration and its name. Connections are made lazily: a worker built while Postgres or
+/// Redis is down starts and waits for them.
+pub struct Application {
+    ctx: Arc<ChargeContext>,
+    storage: RedisStorage<StripeCharge>,
+    sweeper: Sweeper,
+    redis: ConnectionManager,
     settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let w = &settings.worker;
-    let conn = redis_connection(&settings.redis_url)?;
-    let conn_for_metrics = conn.clone();
-    // A job holds a connection only to claim and to record, never across the Stripe call, so a
-    // small pool serves a large concurrency; it also keeps several workers plus the api under
-    // Postgres' default 100 connections.
-    let db = shared::db::pool_with_timeout(
-        &settings.database_url,
-        settings
-            .database_pool_size
-            .unwrap_or((w.concurrency as u32).clamp(4, 16)),
-        Duration::from_secs(10),
-    );
-    let queue = ChargeQueue::new(conn.clone(), &settings.queue_namespace);
-    let name = worker_name();
-    let ctx = Arc::new(ChargeContext {
-        db: db.clone(),
-        queue: queue.clone(),
-        stripe: Stripe::new(&settings.stripe, conn.clone(), &settings.queue_namespace)?,
-        retry: w.retry.clone(),
-        lease: w.lease,
-        recheck: w.sweep_after,
-        owner: name.clone(),
-    });
+}
 
-    let config = queue_config(&settings.queue_namespace)
-        // Prefetch only what we can run: a prefetched job waits in this worker's in-flight
-        // set and would be stranded there if the process died.
-        .batch_size(w.concurrency)
-        .heartbeat_interval(w.heartbeat)
-        .missed_heartbeats(w.missed_heartbeats);
-    let storage = RedisStorage::<StripeCharge>::new(conn).with_config(config);
-    let poll = w.poll_interval;
-    let concurrency = w.concurrency;
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let w = &settings.worker;
+        let conn = redis_connection(&settings.redis_url)?;
+        // A job holds a connection only to claim and to record, never across the Stripe call,
+        // so a small pool serves a large concurrency; it also keeps several workers plus the
+        // api under Postgres' default 100 connections.
+        let db = shared::db::pool_with_timeout(
+            &settings.database_url,
+            settings
+                .database_pool_size
+                .unwrap_or((w.concurrency as u32).clamp(4, 16)),
+            Duration::from_secs(10),
+        );
+        let queue = ChargeQueue::new(conn.clone(), &settings.queue_namespace);
+        let ctx = Arc::new(ChargeContext {
+            db: db.clone(),
+            queue: queue.clone(),
+            stripe: Stripe::new(&settings.stripe, conn.clone(), &settings.queue_namespace)?,
+            retry: w.retry.clone(),
+            lease: w.lease,
+            recheck: w.sweep_after,
+            owner: worker_name(),
+        });
+        let config = queue_config(&settings.queue_namespace)
+            // Prefetch only what we can run: a prefetched job waits in this worker's in-flight
+            // set and would be stranded there if the process died.
+            .batch_size(w.concurrency)
+            .heartbeat_interval(w.heartbeat)
+            .missed_heartbeats(w.missed_heartbeats);
+        let storage = RedisStorage::<StripeCharge>::new(conn.clone()).with_config(config);
+        let sweeper = Sweeper {
+            db,
+            queue,
+            interval: w.sweep_interval,
+            after: w.sweep_after,
+        };
+        Ok(Self {
+            ctx,
+            storage,
+            sweeper,
+            redis: conn,
+            settings,
+        })
+    }
 
-    let stop = CancellationToken::new();
-    let sweeper = Sweeper {
-        db,
-        queue,
-        interval: w.sweep_interval,
-        after: w.sweep_after,
-    };
-    let sweeper = tokio::spawn(sweeper.run(stop.clone()));
-    let metrics = w.metrics_addr.map(|addr| {
-        let (redis, ns) = (conn_for_metrics.clone(), settings.queue_namespace.clone());
-        tokio::spawn(crate::metrics::serve(
-            addr,
-            ctx.clone(),
+    /// The name this process registers under, and writes into the leases it takes.
+    pub fn name(&self) -> &str {
+        &self.ctx.owner
+    }
+
+    /// Runs until `shutdown` resolves, then stops fetching, lets running charges finish within
+    /// `WORKER_SHUTDOWN_TIMEOUT_MS`, and hands prefetched jobs back to the queue.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            ctx,
+            storage,
+            sweeper,
             redis,
-            ns,
-            stop.clone(),
-        ))
-    });
-
-    tracing::info!(worker = %name, concurrency, queue = %settings.charge_queue(), "worker starting");
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("shutdown requested: finishing in-flight charges");
-            stop.cancel();
+            settings,
+        } = self;
+        let w = &settings.worker;
+        let stop = CancellationToken::new();
+        let sweeper = tokio::spawn(sweeper.run(stop.clone()));
+        let metrics = w.metrics_addr.map(|addr| {
+            let keys = Keys::new(&settings.queue_namespace);
+            let (dead_after, stop) = (w.presumed_dead_after(), stop.clone());
+            let serve = crate::metrics::serve(addr, ctx.clone(), redis.clone(), keys, dead_after, stop);
+            tokio::spawn(serve)
+        });
+        tracing::info!(worker = %ctx.owner, concurrency = w.concurrency,
+            queue = %settings.charge_queue(), "worker starting");
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: finishing in-flight charges");
+                stop.cancel();
+            }
+        });
+        consume(ctx, storage, w, &stop).await;
+        let _ = sweeper.await;
+        if let Some(m) = metrics {
+            let _ = m.await;
         }
-    });
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
 
-    // apalis ends a worker for good when Redis loses its registration (a Redis restart) or
-    // stays unreachable; the monitor then returns. Until we are told to stop, start it again,
-    // under a new name, with a growing pause, so the process recovers by itself.
+/// Runs the apalis consumer until `stop`. apalis ends a worker for good when Redis loses its
+/// registration (a Redis restart) or stays unreachable; the monitor then returns. Until we are
+/// told to stop, start it again, under a new name, with a growing pause, so the process
+/// recovers by itself.
+async fn consume(
+    ctx: Arc<ChargeContext>,
+    storage: RedisStorage<StripeCharge>,
+    w: &WorkerSettings,
+    stop: &CancellationToken,
+) {
+    let (poll, concurrency) = (w.poll_interval, w.concurrency);
+    let name = ctx.owner.clone();
     let mut generation = 0u32;
     while !stop.is_cancelled() {
         let worker_name = if generation == 0 {
@@ -143,12 +190,6 @@ pub async fn run(
             _ = tokio::time::sleep(pause) => {}
         }
     }
-    let _ = sweeper.await;
-    if let Some(m) = metrics {
-        let _ = m.await;
-    }
-    tracing::info!("worker stopped");
-    Ok(())
 }
 
 /// The worker never migrates: the api owns the schema. Running on an old schema could write

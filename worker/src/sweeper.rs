@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shared::db::PgPool;
 use shared::queue::ChargeQueue;
-use shared::transactions as txq;
+use shared::state_machine::sweep;
 use tokio_util::sync::CancellationToken;
 
 pub struct Sweeper {
@@ -38,7 +38,7 @@ impl Sweeper {
     pub async fn sweep_once(&self) -> Result<usize, String> {
         let ids = {
             let mut conn = self.db.get().await.map_err(|e| e.to_string())?;
-            txq::sweep(&mut conn, self.after, 500)
+            sweep::sweep(&mut conn, self.after, 500)
                 .await
                 .map_err(|e| e.to_string())?
         };

@@ -34,7 +34,8 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
     if let Err(e) = require_admin(&state, &headers) {
         return e.into_response();
     }
-    shared::metrics::export_queue_depths(&state.redis, &state.settings.queue_namespace).await;
+    let dead_after = state.settings.worker.presumed_dead_after();
+    shared::queue::stats::export(&mut state.redis.clone(), &state.keys, dead_after).await;
     if let Ok(mut conn) = state.db.get().await {
         shared::metrics::export_transaction_counts(&mut conn).await;
     }

@@ -8,8 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
-use shared::metrics::QueueDepths;
-use shared::state_machine::TxState;
+use shared::queue::stats::{self, QueueStats};
 
 use crate::error::ApiError;
 use crate::ops::auth::require_admin;
@@ -35,15 +34,8 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
 }
 
 #[derive(Serialize)]
-struct Worker {
-    name: String,
-    last_seen: i64,
-}
-
-#[derive(Serialize)]
 struct Summary {
-    queue: Option<QueueDepths>,
-    workers: Vec<Worker>,
+    queue: Option<QueueStats>,
     transactions: BTreeMap<&'static str, i64>,
     throughput: Vec<shared::ops::MinuteCount>,
     failures: Vec<shared::ops::Failure>,
@@ -57,55 +49,24 @@ pub async fn summary(
     if let Err(e) = require_admin(&state, &headers) {
         return Ok(e.into_response());
     }
-    let ns = &state.settings.queue_namespace;
     // Redis may be down while Postgres answers (or the reverse): show what can be read.
-    let queue = shared::metrics::queue_depths(&state.redis, ns).await.ok();
-    let workers = workers(&state).await.unwrap_or_default();
+    let dead_after = state.settings.worker.presumed_dead_after();
+    let mut redis = state.redis.clone();
+    let queue = stats::stats(&mut redis, &state.keys, dead_after).await.ok();
     let dead = queue::dead_jobs(&state, 50).await.unwrap_or_default();
     let mut conn = state.db.get().await?;
     let counts = shared::transactions::count_by_state(&mut conn).await?;
-    let transactions = TxState::ALL
-        .iter()
-        .map(|s| {
-            (
-                s.as_str(),
-                counts
-                    .iter()
-                    .find(|(n, _)| n == s.as_str())
-                    .map_or(0, |(_, c)| *c),
-            )
-        })
-        .collect();
+    let transactions = counts.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
     let throughput = shared::ops::finished_per_minute(&mut conn, 15).await?;
     let failures = shared::ops::recent_failures(&mut conn, 20).await?;
     Ok(axum::Json(Summary {
         queue,
-        workers,
         transactions,
         throughput,
         failures,
         dead,
     })
     .into_response())
-}
-
-async fn workers(state: &AppState) -> redis::RedisResult<Vec<Worker>> {
-    let key = shared::queue::queue_config(&state.settings.queue_namespace).workers_set();
-    let mut conn = state.redis.clone();
-    let pairs: Vec<(String, f64)> = redis::cmd("ZRANGE")
-        .arg(key)
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES")
-        .query_async(&mut conn)
-        .await?;
-    Ok(pairs
-        .into_iter()
-        .map(|(name, score)| Worker {
-            name,
-            last_seen: score as i64,
-        })
-        .collect())
 }
 
 pub async fn retry_dead(

@@ -1,10 +1,10 @@
-//! The ops page's view of dead jobs, and its retry button, through `payctl`'s library: one
-//! implementation of the key layout and of the retry script for the CLI and the page.
+//! The ops page's view of dead jobs, and its retry button, through `shared::queue` with the
+//! api's own Redis connection and Postgres pool: one implementation of the key layout and of
+//! the retry for the CLI and the page.
 
-use payctl::commands::{list, retry};
-use payctl::ctx::Ctx;
 use serde::Serialize;
 use shared::queue::task::JobState;
+use shared::queue::{dead, listing, workers};
 use uuid::Uuid;
 
 use crate::state::AppState;
@@ -17,13 +17,16 @@ pub struct DeadJob {
     pub last_error: Option<String>,
 }
 
-async fn ctx(state: &AppState) -> anyhow::Result<Ctx> {
-    Ctx::connect((*state.settings).clone()).await
+async fn worker_names(state: &AppState) -> anyhow::Result<Vec<String>> {
+    let dead_after = state.settings.worker.presumed_dead_after();
+    let listed = workers::registered(&mut state.redis.clone(), &state.keys, dead_after).await?;
+    Ok(listed.into_iter().map(|w| w.name).collect())
 }
 
 pub async fn dead_jobs(state: &AppState, limit: usize) -> anyhow::Result<Vec<DeadJob>> {
-    let mut ctx = ctx(state).await?;
-    let listed = list::run(&mut ctx, JobState::Dead, limit).await?;
+    let names = worker_names(state).await?;
+    let mut redis = state.redis.clone();
+    let listed = listing::list(&mut redis, &state.keys, JobState::Dead, &names, limit).await?;
     Ok(listed
         .jobs
         .into_iter()
@@ -38,14 +41,12 @@ pub async fn dead_jobs(state: &AppState, limit: usize) -> anyhow::Result<Vec<Dea
 
 /// `Ok(false)` when the id is not a dead job (unknown, or already moved back).
 pub async fn retry(state: &AppState, task_id: &str) -> anyhow::Result<bool> {
-    let mut ctx = ctx(state).await?;
-    let is_dead = shared::queue::scan::set_members(&mut ctx.redis, &ctx.keys.dead(), None)
-        .await?
-        .iter()
-        .any(|t| t == task_id);
-    if !is_dead {
+    let mut redis = state.redis.clone();
+    if !dead::is_dead(&mut redis, &state.keys, task_id).await? {
         return Ok(false);
     }
-    retry::one(&mut ctx, task_id).await?;
+    let names = worker_names(state).await?;
+    let mut pg = state.db.get().await?;
+    dead::retry(&mut redis, &mut pg, &state.keys, task_id, &names).await?;
     Ok(true)
 }

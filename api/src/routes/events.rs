@@ -127,7 +127,7 @@ async fn next_event(w: &mut Watch) -> Option<Event> {
                 }
             }
         };
-        let seen = (row.tx_state(), row.updated_at);
+        let seen = (row.state, row.updated_at);
         if w.last == Some(seen) {
             continue;
         }

@@ -3,7 +3,7 @@
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use shared::state_machine::TxState;
+use shared::state_machine::change::{Transition, change};
 use shared::transactions as txq;
 
 use crate::error::{ApiError, AppJson, ErrorBody};
@@ -130,20 +130,17 @@ pub async fn confirm(
     // Detached like `create`: a client gone mid-way must not leave the row due but unqueued.
     let row = detached(None, async move {
         let mut conn = state.db.get().await?;
-        let row = txq::find(&mut conn, id)
-            .await?
-            .ok_or(ApiError::NotFound("transaction"))?;
-        // `recheck_now` itself ignores final rows, so a payment finishing in between is safe.
-        let due =
-            row.tx_state() == TxState::RequiresAction && txq::recheck_now(&mut conn, id).await?;
+        // Only a payment waiting for the customer is made due (`Transition::RecheckNow`).
+        let recheck = change(&mut conn, id, Transition::RecheckNow).await?;
+        let recheck = recheck.ok_or(ApiError::NotFound("transaction"))?;
         drop(conn);
-        if due {
+        if recheck.applied {
             // If the push fails, the row is due now and the sweeper enqueues it later.
             if let Err(e) = state.queue.enqueue(id, None).await {
                 tracing::warn!(error = %e, "enqueue failed; the sweeper will pick the payment up");
             }
         }
-        Ok(row)
+        Ok(recheck.row)
     })
     .await?;
     Ok((StatusCode::ACCEPTED, AppJson(TransactionView::from(row))).into_response())

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use shared::models::TxError;
-use shared::transactions::{AfterCharge, Outcome};
+use shared::intent::{self, IntentFacts, PaymentError};
+use shared::state_machine::outcome::Outcome;
+use shared::transactions::AfterCharge;
 use uuid::Uuid;
 
 /// Stripe's event ids are short; anything longer is not one of theirs.
@@ -39,17 +40,36 @@ struct StripeObject {
     metadata: Option<HashMap<String, Value>>,
     /// On a Charge or Dispute: the PaymentIntent's id (or the expanded object).
     payment_intent: Option<Value>,
-    last_payment_error: Option<PaymentError>,
+    last_payment_error: Option<RawError>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct PaymentError {
+struct RawError {
     #[serde(rename = "type")]
     type_: Option<String>,
     code: Option<String>,
     decline_code: Option<String>,
     message: Option<String>,
+}
+
+impl StripeObject {
+    /// The intent's facts, as the worker reads them from its own calls.
+    fn facts(&self) -> IntentFacts {
+        IntentFacts {
+            id: self.id.clone(),
+            status: self.status.clone(),
+            amount: self.amount,
+            currency: self.currency.clone(),
+            client_secret: self.client_secret.clone(),
+            last_payment_error: self.last_payment_error.as_ref().map(|e| PaymentError {
+                type_: e.type_.clone(),
+                code: e.code.clone(),
+                decline_code: e.decline_code.clone(),
+                message: e.message.clone(),
+            }),
+        }
+    }
 }
 
 /// Which transaction an event is about: ours by `metadata.transaction_id`, else the one whose
@@ -60,20 +80,12 @@ pub struct Target {
     pub payment_intent: Option<String>,
 }
 
-/// What the PaymentIntent said, to check against the row before believing it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IntentFacts {
-    pub id: String,
-    pub amount: Option<i64>,
-    pub currency: Option<String>,
-}
-
 #[derive(Clone, Debug)]
 pub enum Effect {
     /// A PaymentIntent reached a state the payment must follow.
     Payment {
         outcome: Outcome,
-        intent: IntentFacts,
+        intent: Box<IntentFacts>,
     },
     /// A charged payment was refunded or disputed.
     AfterCharge(AfterCharge),
@@ -137,14 +149,10 @@ fn target_of(object: &StripeObject) -> Target {
 }
 
 fn effect_of(event_type: &str, object: StripeObject) -> Effect {
-    let intent = IntentFacts {
-        id: object.id.clone(),
-        amount: object.amount,
-        currency: object.currency.clone(),
-    };
+    let intent = object.facts();
     let payment = |outcome| Effect::Payment {
         outcome,
-        intent: intent.clone(),
+        intent: Box::new(intent.clone()),
     };
     match event_type {
         "payment_intent.succeeded" if object.status.as_deref() == Some("succeeded") => {
@@ -153,7 +161,7 @@ fn effect_of(event_type: &str, object: StripeObject) -> Effect {
             })
         }
         "payment_intent.payment_failed" => payment(Outcome::Failed {
-            error: customer_error(object.last_payment_error.as_ref()),
+            error: intent::customer_error(intent.last_payment_error.as_ref()),
             stripe_id: Some(object.id),
         }),
         "payment_intent.requires_action" => match object.client_secret {
@@ -168,30 +176,6 @@ fn effect_of(event_type: &str, object: StripeObject) -> Effect {
         "charge.refunded" => Effect::AfterCharge(AfterCharge::Refunded),
         "charge.dispute.created" => Effect::AfterCharge(AfterCharge::Disputed),
         _ => Effect::Nothing,
-    }
-}
-
-/// Stripe's codes plus a message fit for the customer, as the worker makes them: a card
-/// error's message is written for customers ("Your card has insufficient funds."); anything
-/// else gets a generic line.
-fn customer_error(err: Option<&PaymentError>) -> TxError {
-    let Some(err) = err else {
-        return TxError {
-            code: "payment_failed".into(),
-            decline_code: None,
-            message: "The payment was not completed. Please try another card.".into(),
-        };
-    };
-    let message = match err.type_.as_deref() {
-        Some("card_error") => err.message.clone(),
-        _ => None,
-    };
-    TxError {
-        code: err.code.clone().unwrap_or_else(|| "card_declined".into()),
-        decline_code: err.decline_code.clone(),
-        message: message.unwrap_or_else(|| {
-            "Your payment could not be completed. Please try another card.".into()
-        }),
     }
 }
 

@@ -19,13 +19,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use shared::models::Transaction;
 use shared::stripe_events::{self, NewStripeEvent};
+use shared::state_machine::change::{Transition, change};
 use shared::transactions::{self as txq, DbResult};
 use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::http::json_guard;
 use crate::state::AppState;
-use event::{Effect, Event, IntentFacts, Target};
+use event::{Effect, Event, Target};
+use shared::intent::IntentFacts;
 
 /// What became of a delivery we accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,7 +130,8 @@ async fn apply_effect(
                 tracing::warn!(transaction_id = %txn.id, why, "event ignored");
                 return Ok(());
             }
-            let changed = txq::record_from_stripe(conn, txn.id, outcome).await?;
+            let changed = change(conn, txn.id, Transition::FromStripe(outcome)).await?;
+            let changed = changed.and_then(|c| c.applied_row());
             tracing::info!(
                 transaction_id = %txn.id,
                 state = changed.as_ref().map(|t| t.state.as_str()),

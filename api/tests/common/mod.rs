@@ -124,7 +124,10 @@ impl TestApp {
         self.stops.push(tx);
         let settings = self.settings.clone();
         self.tasks.push(tokio::spawn(async move {
-            worker::startup::run(settings, async {
+            worker::startup::Application::build(settings)
+                .await
+                .unwrap()
+                .run_until_stopped(async {
                 let _ = rx.await;
             })
             .await

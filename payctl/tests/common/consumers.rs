@@ -46,7 +46,10 @@ impl Env {
         let (stop, rx) = oneshot::channel::<()>();
         let settings = self.settings.clone();
         let task = tokio::spawn(async move {
-            worker::startup::run(settings, async {
+            worker::startup::Application::build(settings)
+                .await
+                .unwrap()
+                .run_until_stopped(async {
                 let _ = rx.await;
             })
             .await

@@ -5,7 +5,7 @@
 //!
 //! Two kinds of consumer build the Redis state, so every key is written by apalis' own Lua
 //! scripts, never by hand:
-//! - the real worker (`worker::startup::run`, against a stripe-sim) for jobs that complete;
+//! - the real worker (`worker::startup::Application`, against a stripe-sim) for jobs that complete;
 //! - a bare apalis worker on the same queue whose handler aborts (the real worker never
 //!   aborts, and reaching `dead` through apalis' own retries takes 25 failures and about five
 //!   minutes of backoff) or holds the job until released (a job in flight, deterministically).

@@ -5,6 +5,7 @@
 
 use apalis_redis::Config;
 
+#[derive(Clone, Debug)]
 pub struct Keys {
     config: Config,
 }

@@ -6,10 +6,18 @@
 //! must not be swallowed by an old task's id; the worker's lease on the row makes duplicate
 //! deliveries harmless.
 
+pub mod cleanup;
+pub mod dead;
 pub mod keys;
+pub mod listing;
+pub mod purge;
 pub mod scan;
 pub mod scripts;
+pub mod show;
+pub mod stats;
+pub mod stuck;
 pub mod task;
+pub mod workers;
 
 use std::time::Duration;
 
@@ -48,6 +56,11 @@ pub fn redis_connection(redis_url: &str) -> Result<ConnectionManager, redis::Red
 pub fn queue_config(namespace: &str) -> apalis_redis::Config {
     apalis_redis::Config::default().queue(charge_queue_name(namespace))
 }
+
+/// A Redis connection the inspection functions accept: payctl's own multiplexed one, or a
+/// service's reconnecting manager.
+pub trait RedisConn: redis::aio::ConnectionLike + Send + Sync {}
+impl<T: redis::aio::ConnectionLike + Send + Sync> RedisConn for T {}
 
 /// Enqueues charge jobs. Cheap to clone: clones share one multiplexed Redis connection.
 #[derive(Clone)]

@@ -8,14 +8,15 @@ use anyhow::Context;
 use uuid::Uuid;
 
 use crate::queue::keys::Keys;
-use crate::queue::task::{Conn, JobState, Place, parse_payload};
+use crate::queue::RedisConn;
+use crate::queue::task::{JobState, Place, parse_payload};
 
 /// Elements asked for per SCAN call (a hint to Redis) and per LRANGE page.
 const PAGE: usize = 500;
 
 /// One SSCAN step: the next cursor (0 when the walk is over) and a page of members.
 pub async fn set_page(
-    conn: &mut Conn,
+    conn: &mut impl RedisConn,
     key: &str,
     cursor: u64,
 ) -> anyhow::Result<(u64, Vec<String>)> {
@@ -31,7 +32,7 @@ pub async fn set_page(
 
 /// Members of a set, at most `limit` of them (in Redis' order).
 pub async fn set_members(
-    conn: &mut Conn,
+    conn: &mut impl RedisConn,
     key: &str,
     limit: Option<usize>,
 ) -> anyhow::Result<Vec<String>> {
@@ -52,7 +53,7 @@ pub async fn set_members(
 }
 
 /// Every (member, score) of a sorted set.
-async fn zset_all(conn: &mut Conn, key: &str) -> anyhow::Result<Vec<(String, f64)>> {
+async fn zset_all(conn: &mut impl RedisConn, key: &str) -> anyhow::Result<Vec<(String, f64)>> {
     let mut out = Vec::new();
     let mut cursor: u64 = 0;
     loop {
@@ -73,7 +74,7 @@ async fn zset_all(conn: &mut Conn, key: &str) -> anyhow::Result<Vec<(String, f64
 }
 
 /// The first `limit` scheduled tasks, soonest due first.
-pub async fn scheduled(conn: &mut Conn, keys: &Keys, limit: usize) -> anyhow::Result<Vec<Place>> {
+pub async fn scheduled(conn: &mut impl RedisConn, keys: &Keys, limit: usize) -> anyhow::Result<Vec<Place>> {
     let key = keys.scheduled();
     let stop = limit as i64 - 1;
     let rows: Vec<(String, f64)> = redis::cmd("ZRANGE")
@@ -98,7 +99,7 @@ fn scheduled_place(id: String, score: f64) -> Place {
 
 /// Up to `limit` tasks of the active list, from its head (the next to be fetched).
 pub async fn active(
-    conn: &mut Conn,
+    conn: &mut impl RedisConn,
     keys: &Keys,
     limit: Option<usize>,
 ) -> anyhow::Result<Vec<Place>> {
@@ -127,7 +128,7 @@ pub async fn active(
 
 /// Up to `limit` in-flight tasks across `workers`.
 pub async fn inflight(
-    conn: &mut Conn,
+    conn: &mut impl RedisConn,
     keys: &Keys,
     workers: &[String],
     limit: Option<usize>,
@@ -149,7 +150,7 @@ pub async fn inflight(
 
 /// Up to `limit` task ids of one state.
 pub async fn places(
-    conn: &mut Conn,
+    conn: &mut impl RedisConn,
     keys: &Keys,
     state: JobState,
     workers: &[String],
@@ -176,7 +177,7 @@ pub async fn places(
 /// grouped by the transaction its payload names. Done tasks are left out: a done job no
 /// longer keeps its payment moving, and the done set is the one that grows large.
 pub async fn open_jobs_by_transaction(
-    conn: &mut Conn,
+    conn: &mut impl RedisConn,
     keys: &Keys,
     workers: &[String],
 ) -> anyhow::Result<HashMap<Uuid, Vec<Place>>> {
@@ -211,7 +212,7 @@ pub async fn open_jobs_by_transaction(
 
 /// Task ids whose payload names `transaction_id`: one HSCAN over the data hash.
 pub async fn tasks_for_transaction(
-    conn: &mut Conn,
+    conn: &mut impl RedisConn,
     keys: &Keys,
     transaction_id: Uuid,
 ) -> anyhow::Result<Vec<String>> {

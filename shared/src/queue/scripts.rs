@@ -8,7 +8,7 @@ use anyhow::Context;
 use redis::Script;
 
 use crate::queue::keys::Keys;
-use crate::queue::task::Conn;
+use crate::queue::RedisConn;
 
 /// Puts one dead task back on the schedule, looking to a worker like a fresh push: the steps
 /// apalis has no API for (`SREM dead`, meta `status Pending attempts 0`, `ZADD scheduled`).
@@ -70,7 +70,7 @@ pub enum RetryOutcome {
 }
 
 pub async fn retry(
-    conn: &mut Conn,
+    conn: &mut impl RedisConn,
     keys: &Keys,
     task_id: &str,
     due_at: i64,
@@ -94,7 +94,7 @@ pub async fn retry(
 
 /// Deletes those of `task_ids` that are done and finished before `cutoff`; returns how many.
 pub async fn purge_done(
-    conn: &mut Conn,
+    conn: &mut impl RedisConn,
     keys: &Keys,
     task_ids: &[String],
     cutoff: i64,

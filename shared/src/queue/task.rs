@@ -3,33 +3,17 @@
 //! whole keys lives in [`crate::queue::scan`].
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use crate::queue::StripeCharge;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::queue::keys::Keys;
-
-pub type Conn = MultiplexedConnection;
+use crate::queue::{RedisConn, StripeCharge};
 
 /// Task ids per pipelined round trip: big enough to be quick, small enough not to hold Redis.
 const BATCH: usize = 200;
-
-/// Opens one connection with short timeouts: an ops command should fail in seconds, not hang.
-pub async fn connect(redis_url: &str) -> anyhow::Result<Conn> {
-    let client = redis::Client::open(redis_url).context("REDIS_URL is not a valid Redis URL")?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(3)))
-        .set_response_timeout(Some(Duration::from_secs(10)));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .context("cannot connect to Redis (REDIS_URL)")
-}
 
 /// Where a task id sits in the queue's keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -190,7 +174,7 @@ impl Job {
 
 /// Reads payload and meta of every task in `places`, in pipelined batches.
 pub async fn load_jobs(
-    conn: &mut Conn,
+    conn: &mut impl RedisConn,
     keys: &Keys,
     places: Vec<Place>,
 ) -> anyhow::Result<Vec<Job>> {
@@ -223,7 +207,7 @@ fn next_reply<T: redis::FromRedisValue>(
 
 /// Finds where one task id is. Cheap for one id: a pipeline of membership checks.
 pub async fn locate(
-    conn: &mut Conn,
+    conn: &mut impl RedisConn,
     keys: &Keys,
     task_id: &str,
     workers: &[String],

@@ -19,13 +19,37 @@ use hyper_util::rt::TokioExecutor;
 use stripe::ApiErrors;
 use stripe_client_core::{CustomizedStripeRequest, StripeClient, StripeClientErr, StripeMethod};
 
+/// An error object Stripe answered with, as we read it.
+#[derive(Clone, Debug, Default)]
+pub struct ErrorObject {
+    /// `card_error`, `idempotency_error`, `invalid_request_error`, `api_error`, ...
+    pub type_: String,
+    pub code: Option<String>,
+    pub decline_code: Option<String>,
+    pub message: Option<String>,
+    /// The intent a card error embeds.
+    pub payment_intent: Option<String>,
+}
+
+impl From<&ApiErrors> for ErrorObject {
+    fn from(e: &ApiErrors) -> Self {
+        Self {
+            type_: e.type_.as_str().to_owned(),
+            code: e.code.as_ref().map(|c| c.as_str().to_owned()),
+            decline_code: e.decline_code.clone(),
+            message: e.message.clone(),
+            payment_intent: e.payment_intent.as_ref().map(|pi| pi.id.to_string()),
+        }
+    }
+}
+
 /// Why a call did not return a PaymentIntent.
 #[derive(Debug)]
 pub enum CallError {
     /// Stripe answered with an error object.
     Api {
         status: u16,
-        error: Box<ApiErrors>,
+        error: ErrorObject,
         retry_after: Option<Duration>,
         should_retry: Option<bool>,
     },
@@ -55,8 +79,8 @@ impl std::fmt::Display for CallError {
             CallError::Api { status, error, .. } => write!(
                 f,
                 "stripe {status} {} {}",
-                error.type_.as_str(),
-                error.code.as_ref().map_or("-", |c| c.as_str())
+                error.type_,
+                error.code.as_deref().unwrap_or("-")
             ),
             CallError::Unreadable { status, detail } => {
                 write!(f, "unreadable response ({status:?}): {detail}")
@@ -168,7 +192,7 @@ impl HttpClient {
         match miniserde::json::from_str::<stripe_shared::Error>(text) {
             Ok(e) => Err(CallError::Api {
                 status,
-                error: e.error,
+                error: ErrorObject::from(&*e.error),
                 retry_after,
                 should_retry,
             }),

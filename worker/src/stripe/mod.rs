@@ -1,5 +1,6 @@
-//! The Stripe calls the worker makes (async-stripe's typed PaymentIntent API, sent through our
-//! [`http::HttpClient`]) and what their answers mean for a transaction.
+//! The Stripe calls the worker makes: async-stripe's typed PaymentIntent API, sent through our
+//! [`http::HttpClient`], each behind the shared rate limit and counted, with the breaker told
+//! what happened. What the answers mean is the charge policy's (`crate::policy`).
 //!
 //! - [`http`]: pooled connections, response headers kept with each error.
 //! - [`breaker`]: backs the whole worker off while Stripe is down.
@@ -10,12 +11,12 @@ pub mod http;
 pub mod ratelimit;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use apalis_redis::ConnectionManager;
-use shared::models::{Transaction, TxError};
+use shared::intent::{IntentFacts, PaymentError};
+use shared::models::Transaction;
 use shared::settings::StripeSettings;
-use stripe::{ApiErrors, ApiErrorsType, RequestStrategy, StripeRequest};
+use stripe::{RequestStrategy, StripeRequest};
 use stripe_core::payment_intent::{
     CreatePaymentIntent, RetrievePaymentIntent, SearchPaymentIntent,
 };
@@ -26,37 +27,9 @@ use stripe_core::payment_intent::{
 use stripe_core::{PaymentIntent, PaymentIntentStatus};
 
 use self::breaker::Breaker;
-use self::http::{CallError, HttpClient};
+use self::http::{CallError, ErrorObject, HttpClient};
 use self::ratelimit::RateLimiter;
-
-/// What a Stripe answer (or the lack of one) means.
-#[derive(Clone, Debug)]
-pub enum Verdict {
-    Succeeded {
-        stripe_id: String,
-    },
-    RequiresAction {
-        stripe_id: String,
-        client_secret: String,
-    },
-    /// Stripe says the card was not charged and will not be for this transaction.
-    Declined {
-        stripe_id: Option<String>,
-        error: TxError,
-    },
-    /// Try again later with the same key: timeouts, connection errors, 429, 409, `processing`.
-    /// `retry_after` when Stripe named a wait.
-    Transient {
-        stripe_id: Option<String>,
-        reason: String,
-        retry_after: Option<Duration>,
-    },
-    /// The answer does not tell what happened (a 5xx, perhaps stored and replayed; a key used
-    /// with other parameters): retry with the same key, and look the intent up if it persists.
-    Unknown {
-        reason: String,
-    },
-}
+use crate::policy::{self, Call, Verdict};
 
 pub struct Stripe {
     client: HttpClient,
@@ -104,12 +77,15 @@ impl Stripe {
         metrics::counter!("payments_stripe_requests_total", "call" => label, "outcome" => outcome_label(&result))
             .increment(1);
         match &result {
-            Err(e) if is_alarm(kind, e) => {
-                raise_alarm(kind, e);
-                self.breaker.record_failure();
-            }
-            Err(e) if is_outage(e) => self.breaker.record_failure(),
-            _ => self.breaker.record_success(),
+            Err(e) => match policy::is_alarm(kind, e) {
+                Some(reason) => {
+                    raise_alarm(kind, reason, e);
+                    self.breaker.record_failure();
+                }
+                None if policy::is_outage(e) => self.breaker.record_failure(),
+                None => self.breaker.record_success(),
+            },
+            Ok(_) => self.breaker.record_success(),
         }
         result
     }
@@ -153,19 +129,18 @@ impl Stripe {
             .use_stripe_sdk(true)
             .customize()
             .request_strategy(RequestStrategy::Idempotent(key));
-        classify(
-            Call::Create,
-            self.call(Call::Create, request.send(&self.client)).await,
-        )
+        let answer = self.call(Call::Create, request.send(&self.client)).await;
+        policy::classify(Call::Create, answer.map(facts))
     }
 
     pub async fn retrieve(&self, stripe_id: &str) -> Verdict {
-        classify(Call::Retrieve, self.retrieve_intent(stripe_id).await)
+        policy::classify(Call::Retrieve, self.retrieve_intent(stripe_id).await)
     }
 
-    async fn retrieve_intent(&self, stripe_id: &str) -> Result<PaymentIntent, CallError> {
+    async fn retrieve_intent(&self, stripe_id: &str) -> Result<IntentFacts, CallError> {
         let request = RetrievePaymentIntent::new(stripe_id).customize();
-        self.call(Call::Retrieve, request.send(&self.client)).await
+        let answer = self.call(Call::Retrieve, request.send(&self.client)).await;
+        answer.map(facts)
     }
 
     /// What became of the transaction at Stripe: the question to ask when an answer was lost.
@@ -174,7 +149,7 @@ impl Stripe {
     pub async fn lookup(&self, txn: &Transaction) -> Result<Option<Verdict>, String> {
         if let Some(id) = &txn.stripe_id {
             return match self.retrieve_intent(id).await {
-                Ok(pi) => Ok(Some(verdict_for_intent(pi))),
+                Ok(found) => Ok(Some(policy::verdict_for_intent(found))),
                 Err(e) => Err(e.to_string()),
             };
         }
@@ -190,50 +165,8 @@ impl Stripe {
             .data
             .into_iter()
             .max_by_key(|pi| matches!(pi.status, PaymentIntentStatus::Succeeded));
-        Ok(best.map(verdict_for_intent))
+        Ok(best.map(|pi| policy::verdict_for_intent(facts(pi))))
     }
-}
-
-/// The calls the worker makes, as metric labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Call {
-    Create,
-    Retrieve,
-    Search,
-}
-
-impl Call {
-    fn as_str(self) -> &'static str {
-        match self {
-            Call::Create => "create",
-            Call::Retrieve => "retrieve",
-            Call::Search => "search",
-        }
-    }
-}
-
-/// Answers that say nothing about the payment and everything about our setup: a refused key
-/// (401, a rolled or test/live mixed key), a refused permission (403, a restricted key), and a
-/// missing intent we created ourselves (404 on retrieve: the wrong account or mode). Never a
-/// verdict on the payment: the payment is retried, the breaker counts them, ops are alarmed.
-fn is_alarm(kind: Call, e: &CallError) -> bool {
-    match e {
-        CallError::Api { status, .. } => {
-            matches!(status, 401 | 403) || (kind == Call::Retrieve && *status == 404)
-        }
-        _ => false,
-    }
-}
-
-fn raise_alarm(kind: Call, e: &CallError) {
-    let reason = match e {
-        CallError::Api { status: 401, .. } => "authentication",
-        CallError::Api { status: 403, .. } => "permission",
-        _ => "intent_missing",
-    };
-    tracing::error!(call = kind.as_str(), reason, error = %e,
-        "stripe refused our configuration (key, mode or account); payments are held, not failed");
-    metrics::counter!("payments_stripe_alarms_total", "reason" => reason).increment(1);
 }
 
 /// A small, fixed set of labels: never the error text (unbounded cardinality).
@@ -252,151 +185,28 @@ fn outcome_label<T>(result: &Result<T, CallError>) -> &'static str {
     }
 }
 
-/// Failures that say "Stripe (or the way to it) is down", as opposed to answers about a payment.
-fn is_outage(e: &CallError) -> bool {
-    match e {
-        CallError::Api { status, .. } => *status >= 500,
-        CallError::Timeout
-        | CallError::Connect(_)
-        | CallError::Broken(_)
-        | CallError::Unreadable { .. } => true,
-    }
+fn raise_alarm(call: Call, reason: &'static str, e: &CallError) {
+    tracing::error!(call = call.as_str(), reason, error = %e,
+        "stripe refused our configuration (key, mode or account); payments are held, not failed");
+    metrics::counter!("payments_stripe_alarms_total", "reason" => reason).increment(1);
 }
 
-fn classify(kind: Call, result: Result<PaymentIntent, CallError>) -> Verdict {
-    match result {
-        Ok(pi) => verdict_for_intent(pi),
-        Err(e) if is_alarm(kind, &e) => Verdict::Transient {
-            stripe_id: None,
-            reason: e.to_string(),
-            retry_after: None,
-        },
-        Err(CallError::Api {
-            status,
-            error,
-            retry_after,
-            should_retry,
-        }) => verdict_for_error(&error, status, retry_after, should_retry),
-        // No (readable) answer: the request may have executed. The same key makes the retry
-        // safe: Stripe replays what it did.
-        Err(e) => Verdict::Transient {
-            stripe_id: None,
-            reason: e.to_string(),
-            retry_after: None,
-        },
-    }
-}
-
-pub fn verdict_for_intent(pi: PaymentIntent) -> Verdict {
-    let stripe_id = pi.id.to_string();
-    match pi.status {
-        PaymentIntentStatus::Succeeded => Verdict::Succeeded { stripe_id },
-        PaymentIntentStatus::RequiresAction => match pi.client_secret {
-            Some(client_secret) => Verdict::RequiresAction {
-                stripe_id,
-                client_secret,
-            },
-            None => Verdict::Transient {
-                stripe_id: Some(stripe_id),
-                reason: "requires_action without a client secret".into(),
-                retry_after: None,
-            },
-        },
-        PaymentIntentStatus::RequiresPaymentMethod | PaymentIntentStatus::Canceled => {
-            let error = pi
-                .last_payment_error
-                .as_deref()
-                .map(customer_error)
-                .unwrap_or_else(|| TxError {
-                    code: "payment_failed".into(),
-                    decline_code: None,
-                    message: "The payment was not completed. Please try another card.".into(),
-                });
-            Verdict::Declined {
-                stripe_id: Some(stripe_id),
-                error,
+/// The facts of an intent the policy reads.
+fn facts(pi: PaymentIntent) -> IntentFacts {
+    IntentFacts {
+        id: pi.id.to_string(),
+        status: Some(pi.status.as_str().to_owned()),
+        amount: Some(pi.amount),
+        currency: Some(pi.currency.to_string()),
+        client_secret: pi.client_secret,
+        last_payment_error: pi.last_payment_error.as_deref().map(|e| {
+            let e = ErrorObject::from(e);
+            PaymentError {
+                type_: Some(e.type_),
+                code: e.code,
+                decline_code: e.decline_code,
+                message: e.message,
             }
-        }
-        other => Verdict::Transient {
-            stripe_id: Some(stripe_id),
-            reason: format!("payment intent is {}", other.as_str()),
-            retry_after: None,
-        },
-    }
-}
-
-fn verdict_for_error(
-    err: &ApiErrors,
-    status: u16,
-    retry_after: Option<Duration>,
-    should_retry: Option<bool>,
-) -> Verdict {
-    let reason = format!(
-        "stripe {status} {} {}",
-        err.type_.as_str(),
-        err.code.as_ref().map_or("-", |c| c.as_str())
-    );
-    let transient = |reason| Verdict::Transient {
-        stripe_id: None,
-        reason,
-        retry_after,
-    };
-    match (&err.type_, status) {
-        // A decline is Stripe's final word, whatever else the response says.
-        (ApiErrorsType::CardError, _) => Verdict::Declined {
-            stripe_id: err.payment_intent.as_ref().map(|pi| pi.id.to_string()),
-            error: customer_error(err),
-        },
-        // The first request with our key is still running at Stripe.
-        (ApiErrorsType::IdempotencyError, 409) => transient(reason),
-        // Our key met different parameters: only a lookup can tell what the first one did.
-        (ApiErrorsType::IdempotencyError, _) => Verdict::Unknown { reason },
-        // 5xx may have executed; Stripe may even have stored it and replay it for our key.
-        (_, 500..=599) => Verdict::Unknown { reason },
-        // Stripe-Should-Retry overrides the guess from the status code.
-        _ if should_retry == Some(true) => transient(reason),
-        // Refused before doing anything (bad parameters, unknown payment method): retrying
-        // cannot help, and nothing was charged.
-        (ApiErrorsType::InvalidRequestError, 400 | 402 | 404) => Verdict::Declined {
-            stripe_id: None,
-            error: invalid_request(err.message.as_deref().unwrap_or("invalid request")),
-        },
-        // Our key or its permissions (see `is_alarm`): never the customer's card.
-        (_, 401 | 403) => transient(reason),
-        _ if should_retry == Some(false) => Verdict::Declined {
-            stripe_id: None,
-            error: invalid_request(&reason),
-        },
-        // 429 and anything new: not the customer's fault; try later.
-        _ => transient(reason),
-    }
-}
-
-/// Stripe's codes plus a message fit for the customer. Card-error messages from Stripe are
-/// written for customers ("Your card has insufficient funds."); others get a generic line.
-fn customer_error(err: &ApiErrors) -> TxError {
-    let code = err
-        .code
-        .as_ref()
-        .map(|c| c.as_str().to_owned())
-        .unwrap_or_else(|| "card_declined".into());
-    let message = match err.type_ {
-        ApiErrorsType::CardError => err.message.clone(),
-        _ => None,
-    }
-    .unwrap_or_else(|| "Your payment could not be completed. Please try another card.".into());
-    TxError {
-        code,
-        decline_code: err.decline_code.clone(),
-        message,
-    }
-}
-
-fn invalid_request(detail: &str) -> TxError {
-    tracing::warn!(detail, "stripe rejected the request as invalid");
-    TxError {
-        code: "invalid_request".into(),
-        decline_code: None,
-        message: "This payment could not be processed. Please try another payment method.".into(),
+        }),
     }
 }
