@@ -29,6 +29,12 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// `/ops` and `/metrics` without the admin token; answered with `WWW-Authenticate`, so a
+    /// browser shows its login prompt.
+    #[error("missing or invalid admin token")]
+    AdminRequired,
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(axum::http::Method),
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("the webhook signature is missing, invalid or too old")]
@@ -65,7 +71,10 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthorized | ApiError::AdminRequired => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::InvalidSignature => (StatusCode::BAD_REQUEST, "invalid_signature"),
             // Stripe retries a 503: events sent before the secret is configured still arrive.
@@ -139,6 +148,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, ApiError::AdminRequired) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Basic realm="payments ops", charset="UTF-8""#),
+            );
         }
         response
     }

@@ -12,7 +12,6 @@ use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::payments::Caller;
 use crate::validate::ValidPayment;
 
 /// A request key, scoped to its caller, and the fingerprint of the request it came with.
@@ -46,16 +45,16 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
         .transpose()
 }
 
-/// The scoped key and fingerprint of `payment` under the header's key, if one was sent.
+/// The key and fingerprint of `payment` under the header's key, if one was sent, scoped to the
+/// caller (`public` or `merchant`).
 pub fn request_key(
     headers: &HeaderMap,
-    caller: Caller,
+    scope: &str,
     payment: &ValidPayment,
 ) -> Result<Option<RequestKey>, ApiError> {
     let Some(key) = idempotency_key(headers)? else {
         return Ok(None);
     };
-    let scope = caller.scope();
     let canonical = serde_json::to_vec(&(
         scope,
         &payment.email,

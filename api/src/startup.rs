@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use shared::queue::keys::Keys;
 use shared::queue::{ChargeQueue, redis_connection};
@@ -150,11 +150,6 @@ async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound("route")
 }
 
-async fn method_not_allowed(method: Method) -> (StatusCode, axum::Json<serde_json::Value>) {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(serde_json::json!({
-            "error": { "code": "method_not_allowed", "message": format!("method {method} is not allowed here") }
-        })),
-    )
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method)
 }

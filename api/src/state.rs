@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use apalis_redis::ConnectionManager;
+use redis::aio::ConnectionManager;
 use shared::db::PgPool;
 use shared::queue::ChargeQueue;
 use shared::queue::keys::Keys;

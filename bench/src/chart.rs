@@ -2,7 +2,6 @@
 //! against the offered rate.
 
 use crate::Results;
-use crate::report::ceiling_pg;
 use crate::svg::{self, Panel, RefLine, Series};
 
 /// The two panels of `results.svg`.
@@ -37,7 +36,7 @@ pub fn chart(r: &Results) -> String {
             i += 1;
         }
     }
-    let pg = ceiling_pg(r);
+    let pg = r.ceiling_pg();
     if pg > 0.0 {
         left.lines.push(RefLine {
             label: format!("Postgres ceiling {pg:.0}/s"),

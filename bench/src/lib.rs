@@ -21,6 +21,7 @@ pub mod e2e;
 pub mod http;
 pub mod latency;
 pub mod machine;
+pub mod markdown;
 pub mod pg;
 pub mod probe;
 pub mod procstat;
@@ -33,7 +34,6 @@ pub mod targets;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
 
 use tools::stack::{Stack, StackConfig};
 
@@ -135,6 +135,15 @@ pub struct Results {
     pub ceiling: Option<ceiling::Ceiling>,
     pub e2e: Vec<(e2e::Config, e2e::Throughput)>,
     pub latency: Option<latency::Results>,
+}
+
+impl Results {
+    /// Payments per second Postgres alone allows (0 when the ceiling was not measured).
+    pub fn ceiling_pg(&self) -> f64 {
+        self.ceiling
+            .as_ref()
+            .map_or(0.0, |c| c.postgres.rate.per_sec())
+    }
 }
 
 impl Bench {

@@ -5,17 +5,9 @@ use std::fmt::Write;
 
 use crate::latency::{self, Step};
 use crate::machine::Machine;
+use crate::markdown::{header, row};
 use crate::stats::ms;
 use crate::{Bench, CEILING_TASKS, Results};
-
-pub(super) fn row(out: &mut String, cells: &[String]) {
-    let _ = writeln!(out, "| {} |", cells.join(" | "));
-}
-
-pub(super) fn header(out: &mut String, cells: &[&str]) {
-    let _ = writeln!(out, "| {} |", cells.join(" | "));
-    let _ = writeln!(out, "|{}", "---|".repeat(cells.len()));
-}
 
 pub fn markdown(bench: &Bench, m: &Machine, r: &Results, elapsed_secs: f64) -> String {
     let mut out = String::new();
@@ -141,19 +133,13 @@ fn ceiling_section(out: &mut String, r: &Results) {
     );
 }
 
-pub fn ceiling_pg(r: &Results) -> f64 {
-    r.ceiling
-        .as_ref()
-        .map_or(0.0, |c| c.postgres.rate.per_sec())
-}
-
 fn e2e_section(out: &mut String, r: &Results) {
     let _ = writeln!(out, "## 2. End to end: POST to `complete`\n");
     if r.e2e.is_empty() {
         let _ = writeln!(out, "Not run.\n");
         return;
     }
-    let pg = ceiling_pg(r);
+    let pg = r.ceiling_pg();
     header(
         out,
         &[

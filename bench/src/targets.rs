@@ -7,7 +7,7 @@ use crate::Results;
 use crate::latency;
 use crate::machine::Machine;
 use crate::probe::CpuSplit;
-use crate::report::{ceiling_pg, header, row};
+use crate::markdown::{header, row};
 use crate::stats::ms;
 
 fn find(
@@ -84,7 +84,7 @@ fn postgres_profile(r: &Results) -> String {
 pub fn section(out: &mut String, m: &Machine, r: &Results) {
     let _ = writeln!(out, "## Targets\n");
     header(out, &["target", "measured", "held", "what bounds it"]);
-    let pg = ceiling_pg(r);
+    let pg = r.ceiling_pg();
     let best0 = r
         .e2e
         .iter()

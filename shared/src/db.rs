@@ -11,12 +11,20 @@ use diesel_async::pooled_connection::bb8::{Pool, PooledConnection, RunError};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
+use diesel::pg::data_types::PgInterval;
 use diesel_async::{AsyncMigrationHarness, AsyncPgConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub type PgPool = Pool<AsyncPgConnection>;
 pub type PgConn<'a> = PooledConnection<'a, AsyncPgConnection>;
 pub type PoolError = RunError;
+/// What every query returns.
+pub type DbResult<T> = Result<T, diesel::result::Error>;
+
+/// A duration as Postgres' `interval`.
+pub fn interval(d: Duration) -> PgInterval {
+    PgInterval::from_microseconds(d.as_micros().min(i64::MAX as u128) as i64)
+}
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 

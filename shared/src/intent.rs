@@ -137,7 +137,12 @@ mod tests {
                 IntentVerdict::NotCharged(_)
             ));
         }
-        for undecided in ["processing", "requires_confirmation", "requires_capture", "new"] {
+        for undecided in [
+            "processing",
+            "requires_confirmation",
+            "requires_capture",
+            "new",
+        ] {
             assert!(matches!(
                 verdict(&facts(undecided)),
                 IntentVerdict::Undecided(_)

@@ -8,7 +8,6 @@ use std::sync::OnceLock;
 use diesel_async::AsyncPgConnection;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-
 /// Latency buckets, in seconds, from 1 ms (an api request) to 30 s (a slow Stripe call).
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

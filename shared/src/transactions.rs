@@ -18,12 +18,11 @@ use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Uuid as SqlUuid
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+pub use crate::db::DbResult;
 use crate::models::{NewTransaction, Transaction};
 use crate::prepared::{FixedSql, Prepared, no_parameter};
 use crate::schema::transactions::dsl;
 use crate::state_machine::TxState;
-
-pub type DbResult<T> = Result<T, diesel::result::Error>;
 
 pub enum Inserted {
     /// A new row.
@@ -131,7 +130,7 @@ pub async fn unfinished_older_than(
          LIMIT $3",
     )
     .bind::<Array<Text>, _>(&TxState::UNFINISHED[..])
-    .bind::<Interval, _>(crate::state_machine::sweep::interval(age))
+    .bind::<Interval, _>(crate::db::interval(age))
     .bind::<BigInt, _>(limit)
     .load(conn)
     .await

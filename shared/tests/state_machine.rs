@@ -36,12 +36,7 @@ async fn the_partial_index_covers_exactly_the_unfinished_states() {
     .await
     .unwrap();
     // Postgres writes the predicate back as `state = ANY (ARRAY['pending'::text, ...])`.
-    let named: BTreeSet<&str> = def
-        .line
-        .split('\'')
-        .skip(1)
-        .step_by(2)
-        .collect();
+    let named: BTreeSet<&str> = def.line.split('\'').skip(1).step_by(2).collect();
     let unfinished: BTreeSet<&str> = TxState::UNFINISHED.iter().map(|s| s.as_str()).collect();
     assert_eq!(named, unfinished, "{}", def.line);
 }
@@ -65,7 +60,8 @@ async fn the_sweepers_query_is_planned_on_the_partial_index() {
         .unwrap();
     let text: Vec<String> = plan.into_iter().map(|l| l.line).collect();
     assert!(
-        text.iter().any(|l| l.contains("transactions_unfinished_idx")),
+        text.iter()
+            .any(|l| l.contains("transactions_unfinished_idx")),
         "{}",
         text.join("\n")
     );

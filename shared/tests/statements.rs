@@ -12,9 +12,9 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use shared::models::{NewTransaction, TxError};
 use shared::state_machine::TxState;
-use shared::testing::ScratchGuard;
 use shared::state_machine::change::{NotClaimed, Transition, change, claim};
 use shared::state_machine::outcome::Outcome;
+use shared::testing::ScratchGuard;
 use shared::transactions::{self as txq, Inserted};
 use uuid::Uuid;
 
@@ -127,7 +127,11 @@ async fn each_payment_statement_is_prepared_once_per_connection_and_reused() {
             .iter()
             .any(|t| t.starts_with("INSERT INTO transactions"))
     );
-    assert!(texts.iter().any(|t| t.contains("attempts = t.attempts + 1")));
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("attempts = t.attempts + 1"))
+    );
     assert!(texts.iter().any(|t| t.contains("state = COALESCE(")));
     for s in &statements {
         // Nine executions each, all of the same prepared statement.

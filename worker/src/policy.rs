@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use rand::Rng;
+use rand::RngExt;
 use shared::intent::{self, IntentFacts, IntentVerdict, PaymentError};
 use shared::models::{Transaction, TxError};
 use shared::settings::RetrySettings;
@@ -53,7 +53,9 @@ pub enum Verdict {
     },
     /// The answer does not tell what happened (a 5xx, perhaps stored and replayed; a key used
     /// with other parameters): retry with the same key, and look the intent up if it persists.
-    Unknown { reason: String },
+    Unknown {
+        reason: String,
+    },
 }
 
 pub fn transient(reason: String) -> Verdict {
@@ -204,8 +206,10 @@ fn verdict_for_error(
         // Refused before doing anything (bad parameters, unknown payment method): retrying
         // cannot help, and nothing was charged.
         ("invalid_request_error", 400 | 402 | 404) => {
-            tracing::warn!(detail = err.message.as_deref().unwrap_or("invalid request"),
-                "stripe rejected the request as invalid");
+            tracing::warn!(
+                detail = err.message.as_deref().unwrap_or("invalid request"),
+                "stripe rejected the request as invalid"
+            );
             Verdict::Declined {
                 stripe_id: None,
                 error: intent::invalid_request(),
@@ -268,9 +272,8 @@ pub fn outcome(
     retry: &RetrySettings,
     recheck: Duration,
 ) -> Outcome {
-    let delay = |at_least: Option<Duration>| {
-        backoff(retry, attempts).max(at_least.unwrap_or_default())
-    };
+    let delay =
+        |at_least: Option<Duration>| backoff(retry, attempts).max(at_least.unwrap_or_default());
     match verdict {
         Verdict::Succeeded { stripe_id } => Outcome::Complete { stripe_id },
         Verdict::RequiresAction {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apalis::prelude::*;
-use apalis_redis::RedisStorage;
-use shared::queue::{ChargeQueue, StripeCharge, queue_config, redis_connection};
 use apalis_redis::ConnectionManager;
+use apalis_redis::RedisStorage;
 use shared::queue::keys::Keys;
+use shared::queue::{ChargeQueue, StripeCharge, queue_config, redis_connection};
 use shared::settings::{Settings, WorkerSettings};
 use tokio_util::sync::CancellationToken;
 
@@ -112,7 +112,8 @@ impl Application {
         let metrics = w.metrics_addr.map(|addr| {
             let keys = Keys::new(&settings.queue_namespace);
             let (dead_after, stop) = (w.presumed_dead_after(), stop.clone());
-            let serve = crate::metrics::serve(addr, ctx.clone(), redis.clone(), keys, dead_after, stop);
+            let serve =
+                crate::metrics::serve(addr, ctx.clone(), redis.clone(), keys, dead_after, stop);
             tokio::spawn(serve)
         });
         tracing::info!(worker = %ctx.owner, concurrency = w.concurrency,

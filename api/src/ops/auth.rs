@@ -3,28 +3,11 @@
 //! ops page: it prompts once and then sends it with every request to the same origin).
 //! Compared in constant time; a missing or wrong token gets the same 401, with no hint.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
 use base64::Engine;
 
+use crate::error::ApiError;
 use crate::state::AppState;
-
-/// 401 with `WWW-Authenticate`, so a browser shows its login prompt.
-pub struct Unauthorized;
-
-impl IntoResponse for Unauthorized {
-    fn into_response(self) -> Response {
-        let body = axum::Json(serde_json::json!({
-            "error": { "code": "unauthorized", "message": "missing or invalid admin token" }
-        }));
-        let mut res = (StatusCode::UNAUTHORIZED, body).into_response();
-        res.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(r#"Basic realm="payments ops", charset="UTF-8""#),
-        );
-        res
-    }
-}
 
 /// The token presented in `Authorization`, whichever scheme carried it.
 fn presented(headers: &HeaderMap) -> Option<String> {
@@ -42,16 +25,18 @@ fn presented(headers: &HeaderMap) -> Option<String> {
         .map(|(_, password)| password.to_owned())
 }
 
-pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Unauthorized> {
+/// `Err(ApiError::AdminRequired)` (a 401 with `WWW-Authenticate`) unless the token is right.
+pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match (&state.settings.admin_token, presented(headers)) {
         (Some(token), Some(given)) if token.matches(&given) => Ok(()),
-        _ => Err(Unauthorized),
+        _ => Err(ApiError::AdminRequired),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

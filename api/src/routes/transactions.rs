@@ -64,7 +64,7 @@ pub async fn create(
     let accepted = accepted.map(|Extension(a)| a);
     let caller = payments::caller(&state, &headers)?;
     let payment = validate(&body, &state.settings.prices, caller.is_merchant())?;
-    let key = idempotency::request_key(&headers, caller, &payment)?;
+    let key = idempotency::request_key(&headers, caller.scope(), &payment)?;
     let Recorded { row, replayed } =
         payments::create(&state, payment, key, accepted.as_ref()).await?;
     tracing::Span::current().record("transaction_id", tracing::field::display(row.id));

@@ -18,8 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use shared::models::Transaction;
-use shared::stripe_events::{self, NewStripeEvent};
 use shared::state_machine::change::{Transition, change};
+use shared::stripe_events::{self, NewStripeEvent};
 use shared::transactions::{self as txq, DbResult};
 use tracing::Instrument;
 

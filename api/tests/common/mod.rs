@@ -128,10 +128,10 @@ impl TestApp {
                 .await
                 .unwrap()
                 .run_until_stopped(async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
         }));
     }
 

@@ -61,7 +61,11 @@ impl Stats {
             ("in flight", self.queue.inflight, String::new()),
             ("done", self.queue.done, String::new()),
             ("dead", self.queue.dead, String::new()),
-            ("stored", self.queue.stored, "payloads in the data hash".into()),
+            (
+                "stored",
+                self.queue.stored,
+                "payloads in the data hash".into(),
+            ),
         ];
         for (name, n, note) in rows {
             t.row(vec![name.into(), n.to_string(), note]);

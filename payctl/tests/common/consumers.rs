@@ -50,10 +50,10 @@ impl Env {
                 .await
                 .unwrap()
                 .run_until_stopped(async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
         });
         self.running.push(Running {
             name: "real worker".into(),

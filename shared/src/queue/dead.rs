@@ -67,7 +67,11 @@ pub async fn retry_all(
 }
 
 /// Whether `task_id` is in the dead set.
-pub async fn is_dead(conn: &mut impl RedisConn, keys: &Keys, task_id: &str) -> anyhow::Result<bool> {
+pub async fn is_dead(
+    conn: &mut impl RedisConn,
+    keys: &Keys,
+    task_id: &str,
+) -> anyhow::Result<bool> {
     conn.sismember(keys.dead(), task_id)
         .await
         .context("reading the dead set")

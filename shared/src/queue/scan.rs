@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use anyhow::Context;
 use uuid::Uuid;
 
-use crate::queue::keys::Keys;
 use crate::queue::RedisConn;
+use crate::queue::keys::Keys;
 use crate::queue::task::{JobState, Place, parse_payload};
 
 /// Elements asked for per SCAN call (a hint to Redis) and per LRANGE page.
@@ -74,7 +74,11 @@ async fn zset_all(conn: &mut impl RedisConn, key: &str) -> anyhow::Result<Vec<(S
 }
 
 /// The first `limit` scheduled tasks, soonest due first.
-pub async fn scheduled(conn: &mut impl RedisConn, keys: &Keys, limit: usize) -> anyhow::Result<Vec<Place>> {
+pub async fn scheduled(
+    conn: &mut impl RedisConn,
+    keys: &Keys,
+    limit: usize,
+) -> anyhow::Result<Vec<Place>> {
     let key = keys.scheduled();
     let stop = limit as i64 - 1;
     let rows: Vec<(String, f64)> = redis::cmd("ZRANGE")

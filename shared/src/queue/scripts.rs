@@ -7,8 +7,8 @@ use std::sync::LazyLock;
 use anyhow::Context;
 use redis::Script;
 
-use crate::queue::keys::Keys;
 use crate::queue::RedisConn;
+use crate::queue::keys::Keys;
 
 /// Puts one dead task back on the schedule, looking to a worker like a fresh push: the steps
 /// apalis has no API for (`SREM dead`, meta `status Pending attempts 0`, `ZADD scheduled`).

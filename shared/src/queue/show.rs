@@ -91,9 +91,7 @@ pub async fn show(
         let mut places = Vec::new();
         for task in scan::tasks_for_transaction(conn, keys, txn_id).await? {
             let place = locate(conn, keys, &task, workers).await?;
-            places.push(
-                place.unwrap_or_else(|| Place::new(task, JobState::Nowhere)),
-            );
+            places.push(place.unwrap_or_else(|| Place::new(task, JobState::Nowhere)));
         }
         let mut jobs = load_jobs(conn, keys, places).await?;
         jobs.sort_by(|a, b| a.task_id.cmp(&b.task_id));

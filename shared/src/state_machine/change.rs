@@ -18,12 +18,12 @@ use diesel::sql_types::{Array, BigInt, Bool, Interval, Nullable, Text, Uuid as S
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::outcome::{Outcome, Update};
-use super::sweep::{interval, unfinished_sql};
 use super::TxState;
+use super::outcome::{Outcome, Update};
+use super::sweep::unfinished_sql;
 use crate::models::Transaction;
 use crate::prepared::{FixedSql, Prepared, no_parameter};
-use crate::transactions::DbResult;
+use crate::db::{DbResult, interval};
 
 /// The name Stripe's webhooks write under. No worker holds a lease by that name, so a webhook
 /// can write final outcomes only: a retry belongs to the lease holder.

@@ -188,7 +188,10 @@ mod tests {
                 continue;
             }
             for next in to.split('|').map(str::trim) {
-                assert!(TxState::parse(next).is_some(), "unknown state `{next}` in: {line}");
+                assert!(
+                    TxState::parse(next).is_some(),
+                    "unknown state `{next}` in: {line}"
+                );
                 moves.insert((from.trim().to_owned(), next.to_owned()));
             }
         }

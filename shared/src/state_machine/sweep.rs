@@ -20,7 +20,7 @@ use uuid::Uuid;
 #[cfg(doc)]
 use super::TxState;
 use crate::prepared::{FixedSql, Prepared, no_parameter};
-use crate::transactions::DbResult;
+use crate::db::{DbResult, interval};
 
 /// `state IN (...)` over [`TxState::UNFINISHED`], as a literal to build SQL text with.
 macro_rules! unfinished_sql {
@@ -32,10 +32,6 @@ pub(crate) use unfinished_sql;
 
 /// The unfinished states as [`unfinished_sql!`] writes them, for tests.
 pub const UNFINISHED_SQL: &str = unfinished_sql!();
-
-pub(crate) fn interval(d: Duration) -> PgInterval {
-    PgInterval::from_microseconds(d.as_micros().min(i64::MAX as u128) as i64)
-}
 
 /// Finds unfinished payments whose job looks lost (due for longer than `after`, no live lease)
 /// and marks them due now, so that no sweeper takes them again for another `after` while the

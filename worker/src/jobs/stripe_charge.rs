@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use apalis::prelude::{BoxDynError, Data};
 use chrono::Utc;
-use rand::Rng;
+use rand::RngExt;
 use shared::db::PgPool;
 use shared::models::Transaction;
 use shared::queue::{ChargeQueue, StripeCharge};

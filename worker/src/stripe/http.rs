@@ -16,8 +16,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use stripe::ApiErrors;
 use stripe_client_core::{CustomizedStripeRequest, StripeClient, StripeClientErr, StripeMethod};
+use stripe_shared::ApiErrors;
 
 /// An error object Stripe answered with, as we read it.
 #[derive(Clone, Debug, Default)]

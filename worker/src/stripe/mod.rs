@@ -16,7 +16,7 @@ use apalis_redis::ConnectionManager;
 use shared::intent::{IntentFacts, PaymentError};
 use shared::models::Transaction;
 use shared::settings::StripeSettings;
-use stripe::{RequestStrategy, StripeRequest};
+use stripe_client_core::{IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_core::payment_intent::{
     CreatePaymentIntent, RetrievePaymentIntent, SearchPaymentIntent,
 };
@@ -103,7 +103,7 @@ impl Stripe {
             Ok(c) => c,
             Err(never) => match never {},
         };
-        let key = match stripe::IdempotencyKey::new(&txn.stripe_idempotency_key) {
+        let key = match IdempotencyKey::new(&txn.stripe_idempotency_key) {
             Ok(k) => k,
             Err(e) => {
                 return Verdict::Unknown {

@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apalis_redis::ConnectionManager;
-use rand::Rng;
+use rand::RngExt;
 
 const SCRIPT: &str = r"
 local n = redis.call('INCR', KEYS[1])
