@@ -6,8 +6,8 @@ use std::fmt::Write;
 use crate::Results;
 use crate::latency;
 use crate::machine::Machine;
-use crate::probe::CpuSplit;
 use crate::markdown::{header, row};
+use crate::probe::CpuSplit;
 use crate::stats::ms;
 
 fn find(

@@ -7,11 +7,11 @@ use bb8::ErrorSink;
 
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
+use diesel::pg::data_types::PgInterval;
 use diesel_async::pooled_connection::bb8::{Pool, PooledConnection, RunError};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
-use diesel::pg::data_types::PgInterval;
 use diesel_async::{AsyncMigrationHarness, AsyncPgConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 

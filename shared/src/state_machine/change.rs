@@ -21,9 +21,9 @@ use uuid::Uuid;
 use super::TxState;
 use super::outcome::{Outcome, Update};
 use super::sweep::unfinished_sql;
+use crate::db::{DbResult, interval};
 use crate::models::Transaction;
 use crate::prepared::{FixedSql, Prepared, no_parameter};
-use crate::db::{DbResult, interval};
 
 /// The name Stripe's webhooks write under. No worker holds a lease by that name, so a webhook
 /// can write final outcomes only: a retry belongs to the lease holder.

@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 #[cfg(doc)]
 use super::TxState;
-use crate::prepared::{FixedSql, Prepared, no_parameter};
 use crate::db::{DbResult, interval};
+use crate::prepared::{FixedSql, Prepared, no_parameter};
 
 /// `state IN (...)` over [`TxState::UNFINISHED`], as a literal to build SQL text with.
 macro_rules! unfinished_sql {
