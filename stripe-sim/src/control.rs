@@ -1,5 +1,6 @@
 //! `/sim/*` control routes for tests and external checkers: ledger, faults, stats, reset,
-//! webhook deliveries, and refunds and disputes (which only emit their webhook).
+//! webhook deliveries, a customer confirming an intent after the fact, and refunds and
+//! disputes (which only emit their webhook).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -46,6 +47,24 @@ pub async fn reset(State(sim): State<Sim>) -> Response {
 /// Every webhook event and its delivery attempts, oldest first.
 pub async fn webhooks(State(sim): State<Sim>) -> Response {
     Json(json!({ "deliveries": sim.webhook_deliveries() })).into_response()
+}
+
+/// `POST /sim/payment_intents/{id}/customer_confirm` (optional form field `payment_method`):
+/// the customer confirms the intent after the fact.
+pub async fn customer_confirm(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let params = crate::params::parse_form(&body).unwrap_or_default();
+    let pm = params
+        .iter()
+        .find(|(k, _)| k == "payment_method")
+        .map(|(_, v)| v.as_str());
+    match sim.customer_confirm(&id, pm) {
+        Ok(status) => Json(json!({ "id": id, "status": status })).into_response(),
+        Err(message) => bad_request(message),
+    }
 }
 
 pub async fn refund(State(sim): State<Sim>, Path(id): Path<String>) -> Response {

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 /// Which faults to inject and how often. Every probability is in `0.0..=1.0`.
 ///
-/// Probabilities apply to `POST /v1/payment_intents` only; latency applies to every
-/// `/v1` request. Draws come from an RNG seeded with `seed`, so a run that sends the
+/// Probabilities apply to the requests that change an intent (create, confirm, cancel);
+/// latency applies to every `/v1` request. Draws come from an RNG seeded with `seed`, so a run that sends the
 /// same requests in the same order sees the same faults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,6 +41,16 @@ pub struct Faults {
     /// search is not for read-after-write: data is searchable "in under a minute" normally,
     /// later during an outage. Retrieve and list are consistent and never lag.
     pub search_lag_ms: u64,
+    /// Every webhook event is sent this late (Stripe's deliveries can lag by minutes).
+    pub webhook_delay_ms: u64,
+    /// Probability that an event, once delivered, is delivered again (same event id), as
+    /// Stripe may.
+    pub webhook_repeat: f64,
+    /// Which requests the probabilities above apply to: any of `create`, `confirm`,
+    /// `cancel`. Empty: all three.
+    pub apply_to: Vec<String>,
+    /// Probability that a retrieve answers 500 (Stripe's reads failing in an outage).
+    pub read_error_500: f64,
 }
 
 impl Default for Faults {
@@ -58,11 +68,21 @@ impl Default for Faults {
             retry_after_secs: 1,
             conflict_409: 0.0,
             search_lag_ms: 0,
+            webhook_delay_ms: 0,
+            webhook_repeat: 0.0,
+            apply_to: Vec::new(),
+            read_error_500: 0.0,
         }
     }
 }
 
 impl Faults {
+    /// Whether the fault probabilities apply to requests of `kind` (`create`, `confirm`,
+    /// `cancel`).
+    pub fn apply_to(&self, kind: &str) -> bool {
+        self.apply_to.is_empty() || self.apply_to.iter().any(|k| k == kind)
+    }
+
     /// Checks that every probability is a number in `0.0..=1.0`.
     pub fn validate(&self) -> Result<(), String> {
         let probabilities = [
@@ -72,7 +92,18 @@ impl Faults {
             ("hang", self.hang),
             ("rate_limit_429", self.rate_limit_429),
             ("conflict_409", self.conflict_409),
+            ("webhook_repeat", self.webhook_repeat),
+            ("read_error_500", self.read_error_500),
         ];
+        if let Some(bad) = self
+            .apply_to
+            .iter()
+            .find(|k| !["create", "confirm", "cancel"].contains(&k.as_str()))
+        {
+            return Err(format!(
+                "apply_to: `{bad}` is not one of create, confirm, cancel"
+            ));
+        }
         for (name, p) in probabilities {
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!(
@@ -95,6 +126,8 @@ pub struct FaultCounts {
     pub hang: u64,
     pub rate_limit_429: u64,
     pub conflict_409: u64,
+    #[serde(default)]
+    pub read_error_500: u64,
 }
 
 /// What `GET /sim/stats` returns.
@@ -118,6 +151,8 @@ pub struct Stats {
 #[serde(default)]
 pub struct CallCounts {
     pub create: u64,
+    pub confirm: u64,
+    pub cancel: u64,
     pub retrieve: u64,
     pub search: u64,
     pub list: u64,

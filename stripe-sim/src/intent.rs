@@ -164,6 +164,8 @@ pub struct PaymentIntent {
     pub idempotency_key: Option<String>,
     /// When search starts to see it (`Faults::search_lag_ms` after creation).
     pub searchable_at: std::time::Instant,
+    /// Set when canceled (`requested_by_customer`, `abandoned`, `duplicate`, ...).
+    pub cancellation_reason: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -193,7 +195,7 @@ struct Wire<'a> {
     application_fee_amount: (),
     automatic_payment_methods: (),
     canceled_at: (),
-    cancellation_reason: (),
+    cancellation_reason: Option<&'a str>,
     capture_method: &'static str,
     client_secret: &'a str,
     confirmation_method: &'static str,
@@ -239,7 +241,7 @@ impl PaymentIntent {
             application_fee_amount: (),
             automatic_payment_methods: (),
             canceled_at: (),
-            cancellation_reason: (),
+            cancellation_reason: self.cancellation_reason.as_deref(),
             capture_method: "automatic",
             client_secret: &self.client_secret,
             confirmation_method: "automatic",

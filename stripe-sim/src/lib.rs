@@ -25,6 +25,7 @@ mod reads;
 mod search;
 mod server;
 mod state;
+mod transitions;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -38,7 +39,7 @@ use tokio::task::JoinHandle;
 
 pub use faults::{CallCounts, FaultCounts, Faults, Stats};
 pub use state::{Ledger, LedgerCharge, LedgerPaymentIntent};
-pub use webhooks::{Delivery, DeliveryAttempt, signature_header};
+pub use webhooks::{Delivery, DeliveryAttempt, DeliveryPlan, signature_header};
 
 /// Stripe prunes idempotency keys after 24 hours.
 const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 24 * 60 * 60;
@@ -96,6 +97,14 @@ impl Sim {
             )
             .route("/payment_intents/search", get(reads::search))
             .route("/payment_intents/{id}", get(reads::retrieve))
+            .route(
+                "/payment_intents/{id}/confirm",
+                post(payment_intents::confirm),
+            )
+            .route(
+                "/payment_intents/{id}/cancel",
+                post(payment_intents::cancel),
+            )
             .fallback(reads::unknown_route)
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
@@ -111,6 +120,10 @@ impl Sim {
             )
             .route("/stats", get(control::stats))
             .route("/webhooks", get(control::webhooks))
+            .route(
+                "/payment_intents/{id}/customer_confirm",
+                post(control::customer_confirm),
+            )
             .route("/charges/{id}/refund", post(control::refund))
             .route("/charges/{id}/dispute", post(control::dispute))
             .route("/reset", post(control::reset));
@@ -194,6 +207,29 @@ impl Sim {
     /// Simulates a dispute of a charge (`ch_...`): emits `charge.dispute.created`.
     pub fn dispute_charge(&self, charge_id: &str) -> Result<(), String> {
         self.shared.lock().after_charge(charge_id, true).map(drop)
+    }
+
+    /// A customer confirms the intent after the fact from a browser (with `payment_method`, a
+    /// working test card by default), as Stripe allows for any intent that is not `succeeded`
+    /// or `canceled`: the way a payment recorded failed can still be charged.
+    pub fn customer_confirm(
+        &self,
+        pi_id: &str,
+        payment_method: Option<&str>,
+    ) -> Result<String, String> {
+        let mut inner = self.shared.lock();
+        transitions::customer_confirm(&mut inner, pi_id, payment_method)
+            .map(|pi| pi.status.to_owned())
+    }
+
+    /// How many requests that change an intent were sent with this idempotency key.
+    pub fn requests_with_key(&self, key: &str) -> u64 {
+        self.shared
+            .lock()
+            .requests_by_key
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Approves or fails the 3-D Secure challenge of a `requires_action` PaymentIntent,

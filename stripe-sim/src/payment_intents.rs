@@ -1,17 +1,19 @@
-//! `POST /v1/payment_intents`: validation, idempotency keys, fault injection, and the
-//! charge outcome of each test payment method.
+//! The requests that change a PaymentIntent: `POST /v1/payment_intents` (create, and confirm
+//! with `confirm=true`), `POST /v1/payment_intents/{id}/confirm` and `.../cancel`. Each goes
+//! through the same pipeline Stripe's do: fault injection, the idempotency key (the first
+//! answer stored and replayed, 500s included), execution in a task of its own that finishes
+//! even if the client hangs up, then the faults that strike after execution.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequest, Path};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::Sim;
 use crate::errors::{ApiError, json_response};
-use crate::faults::{AfterFault, EarlyFault, draw_plan};
+use crate::faults::{AfterFault, EarlyFault, FaultPlan, draw_plan};
 use crate::idempotency::{Begin, MAX_KEY_LEN, StoredResponse, fingerprint};
 use crate::intent::{Behavior, PaymentIntent, behavior_of, new_id};
 use crate::middleware::{ApiKey, RequestId};
@@ -37,15 +39,94 @@ fn base_url(headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-pub async fn create(
-    State(sim): State<Sim>,
-    Extension(ApiKey(api_key)): Extension<ApiKey>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    kill: Option<Extension<KillSwitch>>,
+/// What a mutating request does once it executes.
+#[derive(Clone, Debug)]
+enum Action {
+    Create,
+    Confirm(String),
+    Cancel(String),
+}
+
+impl Action {
+    fn kind(&self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Confirm(_) => "confirm",
+            Action::Cancel(_) => "cancel",
+        }
+    }
+
+    fn path(&self) -> String {
+        match self {
+            Action::Create => PATH.to_owned(),
+            Action::Confirm(id) => format!("{PATH}/{id}/confirm"),
+            Action::Cancel(id) => format!("{PATH}/{id}/cancel"),
+        }
+    }
+}
+
+/// Everything a mutating handler is given, whatever the action: an extractor of its own, so
+/// the three handlers differ only in their action.
+pub(crate) struct Incoming {
+    sim: Sim,
+    api_key: String,
+    request_id: String,
+    kill: Option<KillSwitch>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    sim.shared.lock().stats.calls.create += 1;
+}
+
+impl FromRequest<Sim> for Incoming {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, sim: &Sim) -> Result<Self, Response> {
+        let ext = req.extensions();
+        // The authentication layer always puts both there before a /v1 handler runs.
+        let api_key = ext.get::<ApiKey>().map(|k| k.0.clone()).unwrap_or_default();
+        let request_id = ext
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let kill = ext.get::<KillSwitch>().cloned();
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, sim)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            sim: sim.clone(),
+            api_key,
+            request_id,
+            kill,
+            headers,
+            body,
+        })
+    }
+}
+
+pub async fn create(incoming: Incoming) -> Response {
+    incoming.sim.shared.lock().stats.calls.create += 1;
+    mutate(incoming, Action::Create).await
+}
+
+pub async fn confirm(Path(id): Path<String>, incoming: Incoming) -> Response {
+    incoming.sim.shared.lock().stats.calls.confirm += 1;
+    mutate(incoming, Action::Confirm(id)).await
+}
+
+pub async fn cancel(Path(id): Path<String>, incoming: Incoming) -> Response {
+    incoming.sim.shared.lock().stats.calls.cancel += 1;
+    mutate(incoming, Action::Cancel(id)).await
+}
+
+async fn mutate(incoming: Incoming, action: Action) -> Response {
+    let Incoming {
+        sim,
+        api_key,
+        request_id,
+        kill,
+        headers,
+        body,
+    } = incoming;
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= MAX_KEY_LEN => Some(k.to_owned()),
@@ -61,13 +142,21 @@ pub async fn create(
             .into_response();
         }
     };
+    if let Some(k) = &key {
+        *sim.shared
+            .lock()
+            .requests_by_key
+            .entry(k.clone())
+            .or_default() += 1;
+    }
     let req = CreateRequest {
         sim,
         api_key,
         request_id,
         key: key.clone(),
         base_url: base_url(&headers),
-        kill: kill.map(|Extension(k)| k),
+        kill,
+        action,
     };
     let mut resp = req.run(&body).await;
     // Stripe echoes the key on every response to a request that carried one.
@@ -84,6 +173,7 @@ struct CreateRequest {
     key: Option<String>,
     base_url: String,
     kill: Option<KillSwitch>,
+    action: Action,
 }
 
 /// Forgets the in-flight marker if execution never stored a response (the task
@@ -111,7 +201,14 @@ impl CreateRequest {
         let plan = {
             let mut inner = self.sim.shared.lock();
             let inner = &mut *inner;
-            let plan = draw_plan(&inner.faults, &mut inner.rng);
+            let mut plan = draw_plan(&inner.faults, &mut inner.rng);
+            if !inner.faults.apply_to(self.action.kind()) {
+                // Drawn all the same, so the seeded sequence does not depend on the mix.
+                plan = FaultPlan {
+                    latency: plan.latency,
+                    ..FaultPlan::default()
+                };
+            }
             let counts = &mut inner.stats.faults;
             if !plan.latency.is_zero() {
                 counts.latency += 1;
@@ -146,13 +243,13 @@ impl CreateRequest {
             Ok(p) => p,
             Err(e) => return early_answer(e).await,
         };
-        let validated = validate(&params);
+        let validated = validate(&self.action, &params);
 
         if let Some(key) = &self.key {
             let begin = self.sim.shared.lock().idempotency.begin(
                 &self.api_key,
                 key,
-                &fingerprint("POST", PATH, &params),
+                &fingerprint("POST", &self.action.path(), &params),
                 Instant::now(),
             );
             match begin {
@@ -165,7 +262,7 @@ impl CreateRequest {
                 Begin::InFlight => return early_answer(ApiError::key_in_use(key)).await,
             }
         }
-        let (params, behavior) = match validated {
+        let request = match validated {
             Ok(v) => v,
             Err(e) => {
                 // Validation failures are not stored: the key stays free.
@@ -195,8 +292,17 @@ impl CreateRequest {
             let mut guard = guard;
             tokio::time::sleep(latency).await;
             let mut inner = guard.sim.shared.lock();
-            let (status, body) =
-                execute(&mut inner, params, behavior, guard.key.clone(), &base_url);
+            let (status, body) = match request {
+                Request::Create(params, behavior) => {
+                    execute(&mut inner, params, behavior, guard.key.clone(), &base_url)
+                }
+                Request::Confirm { id, payment_method } => {
+                    crate::transitions::confirm(&mut inner, &id, payment_method, &base_url)
+                }
+                Request::Cancel { id, reason } => {
+                    crate::transitions::cancel(&mut inner, &id, reason)
+                }
+            };
             let (status, body) = if after == Some(AfterFault::Error500) {
                 inner.stats.faults.error_500_after += 1;
                 let e = ApiError::server_error();
@@ -260,21 +366,65 @@ fn replay(stored: StoredResponse) -> Response {
     resp
 }
 
-/// Checks parameters and payment method; nothing here is stored under a key.
-fn validate(params: &[(String, String)]) -> Result<(CreateParams, Option<Behavior>), ApiError> {
-    let p = CreateParams::parse(params)?;
-    let behavior = match &p.payment_method {
-        None => None,
-        Some(pm) => Some(behavior_of(pm).ok_or_else(|| {
+/// A request that passed validation, ready to execute.
+enum Request {
+    Create(CreateParams, Option<Behavior>),
+    Confirm {
+        id: String,
+        payment_method: Option<(String, Behavior)>,
+    },
+    Cancel {
+        id: String,
+        reason: Option<String>,
+    },
+}
+
+/// Checks parameters, payment method and that the intent exists; nothing here is stored under
+/// a key.
+fn validate(action: &Action, params: &[(String, String)]) -> Result<Request, ApiError> {
+    let payment_method = |pm: &str| {
+        behavior_of(pm).ok_or_else(|| {
             ApiError::no_such(
                 "PaymentMethod",
                 pm,
                 "payment_method",
                 StatusCode::BAD_REQUEST,
             )
-        })?),
+        })
     };
-    Ok((p, behavior))
+    let last = |name: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    match action {
+        Action::Create => {
+            let p = CreateParams::parse(params)?;
+            let behavior = p
+                .payment_method
+                .as_deref()
+                .map(payment_method)
+                .transpose()?;
+            Ok(Request::Create(p, behavior))
+        }
+        Action::Confirm(id) => {
+            let payment_method = match last("payment_method") {
+                Some(pm) => Some((pm.clone(), payment_method(&pm)?)),
+                None => None,
+            };
+            Ok(Request::Confirm {
+                id: id.clone(),
+                payment_method,
+            })
+        }
+        Action::Cancel(id) => Ok(Request::Cancel {
+            id: id.clone(),
+            reason: last("cancellation_reason"),
+        }),
+    }
 }
 
 /// Creates (and, with `confirm`, confirms) the PaymentIntent; returns the answer.
@@ -310,30 +460,13 @@ fn execute(
         behavior,
         idempotency_key: key,
         searchable_at: Instant::now() + Duration::from_millis(inner.faults.search_lag_ms),
+        cancellation_reason: None,
     };
-    let mut answer = None;
-    if p.confirm {
-        match behavior {
-            Some(Behavior::Succeed) => {
-                pi.succeed();
-            }
-            Some(Behavior::Decline(decline)) => {
-                let mut error = decline.error(&new_id("ch_"));
-                pi.fail(error.clone());
-                error.payment_intent = Some(pi.to_json());
-                answer = Some(ApiError::new(StatusCode::PAYMENT_REQUIRED, error));
-            }
-            Some(Behavior::ThreeDs { .. }) => {
-                pi.status = "requires_action";
-                pi.next_action_url = Some(format!(
-                    "{base_url}/sim/3ds/{}?client_secret={}",
-                    pi.id, pi.client_secret
-                ));
-            }
-            // validate() refuses confirm without a payment method.
-            None => {}
-        }
-    }
+    let answer = if p.confirm {
+        crate::transitions::apply_confirmation(&mut pi, base_url)
+    } else {
+        None
+    };
     tracing::info!(id = %pi.id, status = pi.status, amount = pi.amount, "payment intent created");
     let ok_body = pi.to_json().to_string();
     inner.insert(pi);

@@ -30,7 +30,21 @@ async fn latency(sim: &Sim) {
 }
 pub async fn retrieve(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
     sim.shared.lock().stats.calls.retrieve += 1;
+    let fail = {
+        use rand::RngExt;
+        let mut inner = sim.shared.lock();
+        let inner = &mut *inner;
+        let p = inner.faults.read_error_500;
+        let hit = p > 0.0 && inner.rng.random::<f64>() < p;
+        if hit {
+            inner.stats.faults.read_error_500 += 1;
+        }
+        hit
+    };
     latency(&sim).await;
+    if fail {
+        return ApiError::server_error().into_response();
+    }
     let found = sim.shared.lock().get(&id).map(PaymentIntent::to_json);
     match found {
         Some(pi) => json_response(StatusCode::OK, pi.to_string()),
@@ -121,9 +135,15 @@ pub async fn list(State(sim): State<Sim>, RawQuery(query): RawQuery) -> Response
             .rev()
             .find(|(k, _)| k == "starting_after")
             .map(|(_, v)| v);
+        let window = created_window(&params)?;
         let inner = sim.shared.lock();
-        // Newest first, as Stripe lists.
-        let all: Vec<_> = inner.intents().iter().rev().collect();
+        // Newest first, as Stripe lists; list is a consistent read: no lag.
+        let all: Vec<_> = inner
+            .intents()
+            .iter()
+            .rev()
+            .filter(|pi| window.contains(pi.created))
+            .collect();
         let start = match after {
             None => 0,
             Some(id) => all
@@ -157,6 +177,47 @@ pub async fn list(State(sim): State<Sim>, RawQuery(query): RawQuery) -> Response
         Ok(body) => json_response(StatusCode::OK, body.to_string()),
         Err(e) => e.into_response(),
     }
+}
+
+/// `created`, `created[gte]`, `created[gt]`, `created[lte]`, `created[lt]` (Unix seconds).
+struct Window {
+    from: i64,
+    to: i64,
+}
+
+impl Window {
+    fn contains(&self, t: i64) -> bool {
+        self.from <= t && t <= self.to
+    }
+}
+
+fn created_window(params: &[(String, String)]) -> Result<Window, ApiError> {
+    let mut w = Window {
+        from: i64::MIN,
+        to: i64::MAX,
+    };
+    for (k, v) in params {
+        let bound = match k.as_str() {
+            "created" | "created[gte]" | "created[gt]" | "created[lte]" | "created[lt]" => k,
+            _ => continue,
+        };
+        let t: i64 = v.parse().map_err(|_| {
+            ApiError::invalid_request(
+                StatusCode::BAD_REQUEST,
+                Some("parameter_invalid_integer"),
+                format!("Invalid integer: {v}"),
+            )
+            .param(bound)
+        })?;
+        match bound.as_str() {
+            "created" => (w.from, w.to) = (t, t),
+            "created[gte]" => w.from = w.from.max(t),
+            "created[gt]" => w.from = w.from.max(t.saturating_add(1)),
+            "created[lte]" => w.to = w.to.min(t),
+            _ => w.to = w.to.min(t.saturating_sub(1)),
+        }
+    }
+    Ok(w)
 }
 
 pub async fn unknown_route(method: Method, OriginalUri(uri): OriginalUri) -> Response {

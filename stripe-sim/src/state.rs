@@ -13,7 +13,9 @@ use crate::errors::ErrorObject;
 use crate::faults::{Faults, Stats};
 use crate::idempotency::IdempotencyStore;
 use crate::intent::{Behavior, PaymentIntent};
-use crate::webhooks::{Endpoint, Outbox, charge_object, dispute_object, intent_event_type};
+use crate::webhooks::{
+    DeliveryPlan, Endpoint, Outbox, charge_object, dispute_object, intent_event_type,
+};
 
 /// One PaymentIntent as the ledger shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +98,9 @@ pub(crate) struct Inner {
     pub idempotency: IdempotencyStore,
     pub stats: Stats,
     pub webhooks: Outbox,
+    /// Requests that change an intent, by idempotency key: a test counts how often a key was
+    /// sent (a second call for one payment shows as a second request under its key).
+    pub requests_by_key: HashMap<String, u64>,
 }
 
 impl Inner {
@@ -109,6 +114,7 @@ impl Inner {
             idempotency: IdempotencyStore::new(ttl),
             stats: Stats::default(),
             webhooks: Outbox::new(endpoint),
+            requests_by_key: HashMap::new(),
         }
     }
 
@@ -124,6 +130,7 @@ impl Inner {
         self.charges.clear();
         self.idempotency.clear();
         self.stats = Stats::default();
+        self.requests_by_key.clear();
         self.webhooks.clear();
         self.rng = StdRng::seed_from_u64(self.faults.seed);
     }
@@ -137,6 +144,26 @@ impl Inner {
         self.announce(&pi);
         self.index.insert(pi.id.clone(), self.intents.len());
         self.intents.push(pi);
+    }
+
+    /// Changes the intent `id` with `f`; a change that charged it records the charge, and the
+    /// new status is announced. `None` when there is no such intent.
+    pub fn modify<R>(&mut self, id: &str, f: impl FnOnce(&mut PaymentIntent) -> R) -> Option<R> {
+        let i = *self.index.get(id)?;
+        let pi = self.intents.get_mut(i)?;
+        let before = pi.status;
+        let result = f(pi);
+        let pi = pi.clone();
+        if pi.status != before {
+            if pi.status == "succeeded" {
+                self.record_charge(&pi);
+            }
+            self.announce(&pi);
+        } else if pi.status == "requires_payment_method" && pi.last_payment_error.is_some() {
+            // Declined again: `payment_intent.payment_failed` once more.
+            self.announce(&pi);
+        }
+        Some(result)
     }
 
     pub fn get(&self, id: &str) -> Option<&PaymentIntent> {
@@ -209,7 +236,17 @@ impl Inner {
 
     fn announce(&self, pi: &PaymentIntent) {
         if let Some(event_type) = intent_event_type(pi) {
-            self.webhooks.emit(event_type, pi.to_json());
+            self.webhooks
+                .emit(event_type, pi.to_json(), self.delivery_plan());
+        }
+    }
+
+    /// How late, and whether twice, the next event is delivered (`Faults::webhook_*`).
+    pub fn delivery_plan(&self) -> DeliveryPlan {
+        use rand::RngExt;
+        DeliveryPlan {
+            delay: Duration::from_millis(self.faults.webhook_delay_ms),
+            repeat: rand::rng().random::<f64>() < self.faults.webhook_repeat,
         }
     }
 
@@ -229,7 +266,7 @@ impl Inner {
         } else {
             ("charge.refunded", charge_object(pi, charge_id, true))
         };
-        self.webhooks.emit(event_type, object);
+        self.webhooks.emit(event_type, object, self.delivery_plan());
         Ok(event_type.to_owned())
     }
 

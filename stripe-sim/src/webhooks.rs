@@ -39,6 +39,14 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+/// When an event goes out: `delay` after it happened, and once more after delivery if
+/// `repeat`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeliveryPlan {
+    pub delay: Duration,
+    pub repeat: bool,
+}
+
 /// One try at delivering an event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryAttempt {
@@ -106,6 +114,7 @@ pub fn intent_event_type(pi: &PaymentIntent) -> Option<&'static str> {
         "requires_payment_method" if pi.last_payment_error.is_some() => {
             Some("payment_intent.payment_failed")
         }
+        "canceled" => Some("payment_intent.canceled"),
         _ => None,
     }
 }
@@ -138,7 +147,7 @@ impl Outbox {
 
     /// Announces `object` as an event of `event_type` and starts delivering it in the
     /// background. Without an endpoint (or outside a Tokio runtime) nothing is sent.
-    pub fn emit(&self, event_type: &str, object: Value) {
+    pub fn emit(&self, event_type: &str, object: Value, plan: DeliveryPlan) {
         let (Some(endpoint), Some(client)) = (self.endpoint.clone(), self.client.clone()) else {
             return;
         };
@@ -176,6 +185,7 @@ impl Outbox {
             client,
             endpoint,
             payload,
+            plan,
         };
         runtime.spawn(job.run());
     }
@@ -188,10 +198,21 @@ struct Job {
     client: reqwest::Client,
     endpoint: Endpoint,
     payload: String,
+    plan: DeliveryPlan,
 }
 
 impl Job {
     async fn run(self) {
+        tokio::time::sleep(self.plan.delay).await;
+        if self.deliver().await && self.plan.repeat {
+            // The same event again, later: the receiver must see it is one it has.
+            tokio::time::sleep(FIRST_RETRY.max(self.plan.delay)).await;
+            self.deliver().await;
+        }
+    }
+
+    /// Tries until a 2xx or [`MAX_ATTEMPTS`]; whether it was delivered.
+    async fn deliver(&self) -> bool {
         let mut pause = FIRST_RETRY;
         for attempt in 1..=MAX_ATTEMPTS {
             let t = now_unix();
@@ -220,7 +241,7 @@ impl Job {
                 d.delivered = delivered;
             }
             if delivered {
-                return;
+                return true;
             }
             tracing::debug!(attempt, ?status, url = %self.endpoint.url, "webhook not accepted");
             if attempt < MAX_ATTEMPTS {
@@ -229,6 +250,7 @@ impl Job {
             }
         }
         tracing::warn!(url = %self.endpoint.url, "webhook given up after {MAX_ATTEMPTS} attempts");
+        false
     }
 }
 

@@ -91,6 +91,15 @@ impl Harness {
         self.try_create(params, key).await.expect("request")
     }
 
+    /// `POST` to any `/v1` path with form params and an optional idempotency key.
+    pub async fn post(&self, path: &str, params: &[(&str, &str)], key: Option<&str>) -> Answer {
+        let mut req = self.http.post(self.url(path)).bearer_auth(KEY).form(params);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        Self::answer(req.send().await.expect("request")).await
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         let resp = self
             .http

@@ -6,6 +6,7 @@
 mod common;
 mod faults;
 mod idempotency;
+mod lifecycle;
 mod payments;
 mod three_ds;
 mod webhooks;
