@@ -103,6 +103,12 @@ async function refresh() {
       td.append(b);
       return [cell(d.task_id), cell(d.transaction_id), cell(d.attempts), cell(d.last_error), td];
     }, "no dead job");
+    rows($("discrepancies"), s.discrepancies, (d) => [cell(new Date(d.found_at).toLocaleString()),
+      cell(d.kind), cell(d.transaction_id), cell(d.stripe_id), cell(d.related_transaction_id), cell(d.detail)],
+      "no discrepancy");
+    $("unknown").textContent = s.outcome_unknown > 0
+      ? `${s.outcome_unknown} payment(s) with an unknown outcome are being resolved.`
+      : "No payment has an unknown outcome.";
     rows($("failures"), s.failures, (f) => [cell(new Date(f.updated_at).toLocaleString()), cell(f.id),
       cell(`${(f.amount / 100).toFixed(2)} ${f.currency.toUpperCase()}`), cell(f.error_code), cell(f.decline_code)], "no failure");
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;

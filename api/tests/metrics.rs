@@ -63,7 +63,7 @@ async fn metrics_describe_requests_jobs_stripe_calls_and_queues() {
         r#"payments_jobs_total{outcome="complete"}"#,
         r#"payments_jobs_total{outcome="failed"}"#,
         r#"payments_stripe_requests_total{call="create",outcome="ok"}"#,
-        r#"payments_stripe_requests_total{call="create",outcome="card_error"}"#,
+        r#"payments_stripe_requests_total{call="confirm",outcome="card_error"}"#,
         r#"payments_stripe_request_duration_seconds_bucket{call="create""#,
         r#"payments_queue_jobs{state="done"}"#,
         "payments_queue_up 1",

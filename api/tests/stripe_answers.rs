@@ -37,47 +37,32 @@ async fn mark_sent(app: &TestApp, id: Uuid, stripe_id: &str, attempts: i32) {
         .unwrap();
 }
 
-/// Creates and confirms an intent at the sim for `id`, as a worker's lost attempt would have.
-async fn intent_at_stripe(app: &TestApp, id: Uuid) -> String {
-    let res = app
-        .client
-        .post(format!("{}/v1/payment_intents", app.sim.base_url()))
-        .bearer_auth("sk_test_harness")
-        .header("idempotency-key", format!("txn_{id}"))
-        .form(&[
-            ("amount", "1000"),
-            ("currency", "usd"),
-            ("payment_method", "pm_card_visa"),
-            ("confirm", "true"),
-            ("metadata[transaction_id]", &id.to_string()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let body: serde_json::Value = res.json().await.unwrap();
-    body["id"].as_str().unwrap().to_owned()
-}
-
-async fn attempts_and_state(app: &TestApp, id: Uuid) -> (i32, String) {
+async fn state_of(app: &TestApp, id: Uuid) -> String {
     let mut conn = app.db().await;
     dsl::transactions
         .find(id)
-        .select((dsl::attempts, dsl::state))
+        .select(dsl::state)
         .first(&mut conn)
         .await
         .unwrap()
 }
 
-/// Waits until the row has been attempted `n` times, returning its state then.
-async fn after_attempts(app: &TestApp, id: Uuid, n: i32, within: Duration) -> String {
-    let deadline = Instant::now() + within;
+/// Waits until stripe-sim has seen `n` requests by `count`, returning the payment's state then
+/// (or earlier, if it ended).
+async fn after_requests(
+    app: &TestApp,
+    id: Uuid,
+    n: u64,
+    count: fn(&stripe_sim::Stats) -> u64,
+) -> String {
+    let deadline = Instant::now() + WITHIN;
     loop {
-        let (attempts, state) = attempts_and_state(app, id).await;
-        if attempts >= n || state == "failed" || state == "complete" {
+        let state = state_of(app, id).await;
+        let seen = count(&app.sim.sim.stats());
+        if seen >= n || state == "failed" || state == "complete" {
             return state;
         }
-        assert!(Instant::now() < deadline, "only {attempts} attempts");
+        assert!(Instant::now() < deadline, "only {seen} requests");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -107,7 +92,8 @@ async fn a_known_intent_is_retrieved_not_searched_when_attempts_run_out() {
         ..Default::default()
     });
     let id = accepted_payment(&app).await;
-    let pi = intent_at_stripe(&app, id).await;
+    let pi = app.charge_at_sim(id, 1000, "pm_card_visa").await;
+    let pi = pi["id"].as_str().unwrap().to_owned();
     // Attempts spent: the next claim resolves instead of creating.
     mark_sent(&app, id, &pi, 2).await;
     // The api already pushed the job; the worker starts now.
@@ -141,8 +127,9 @@ async fn a_refused_key_never_fails_a_payment_and_raises_the_alarm() {
         .unwrap()
         .parse()
         .unwrap();
-    // Past its attempts, into the lookup, and beyond: still not failed.
-    let state = after_attempts(&app, id, 4, WITHIN).await;
+    // Twice its attempts' worth of refused requests (every one before the key check, so none
+    // ran): still not failed, the attempts given back.
+    let state = after_requests(&app, id, 4, |s| s.requests).await;
     assert_eq!(state, "processing");
     let metrics = worker_metrics(&app).await;
     assert!(
@@ -165,7 +152,7 @@ async fn a_known_intent_stripe_cannot_find_never_fails_the_payment() {
     mark_sent(&app, id, "pi_not_in_this_account_0000000", 0).await;
     let mut app = app;
     app.start_worker();
-    let state = after_attempts(&app, id, 4, WITHIN).await;
+    let state = after_requests(&app, id, 4, |s| s.calls.retrieve).await;
     assert_eq!(state, "processing");
     let metrics = worker_metrics(&app).await;
     assert!(

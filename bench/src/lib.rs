@@ -193,6 +193,7 @@ impl Bench {
             sim_faults: serde_json::json!({ "latency_ms": sim_latency_ms }),
             env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             redis_url: None,
+            webhooks: false,
         })
         .await?;
         if let Ok(mut live) = self.live.lock() {

@@ -7,7 +7,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Parser, Subcommand};
 use shared::settings::Settings;
 
-use crate::commands::{list, purge, retry, show, stats, stuck};
+use crate::commands::{discrepancies, list, purge, reconcile, retry, show, stats, stuck};
 use crate::ctx::{Ctx, Report};
 use crate::duration;
 use shared::queue::task::JobState;
@@ -64,6 +64,21 @@ pub enum Command {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
     },
+    /// Where Stripe's word contradicted ours: corrections, likely double charges, and the rest.
+    Discrepancies {
+        /// Found within this long ago.
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = duration::parse)]
+        since: Duration,
+        /// At most this many, newest first.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
+    /// Compare Postgres with Stripe's list of intents created within the window; fix what
+    /// Stripe's word decides, record the rest as discrepancies (needs STRIPE_SECRET_KEY).
+    Reconcile {
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration::parse)]
+        since: Duration,
+    },
     /// Delete done jobs (set member, payload, meta) finished longer ago than the threshold.
     PurgeDone {
         #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
@@ -105,6 +120,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stuck { older_than, limit } => {
             emit(json, &stuck::run(&mut ctx, older_than, limit.into()).await?)
         }
+        Command::Discrepancies { since, limit } => emit(
+            json,
+            &discrepancies::run(&mut ctx, since, limit.into()).await?,
+        ),
+        Command::Reconcile { since } => emit(json, &reconcile::run(&mut ctx, since).await?),
         Command::PurgeDone {
             older_than,
             dry_run,

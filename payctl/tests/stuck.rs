@@ -58,6 +58,8 @@ async fn one_of_each(env: &mut Env) -> Cases {
         stripe_id: None,
         reason: "stripe: 500 api_error".into(),
         delay: hour,
+        outcome_unknown: false,
+        attempt_given_back: false,
     };
     txq::claim(&mut db, retrying, "w1", hour)
         .await

@@ -15,6 +15,9 @@ pub const NOT_COMPLETED: &str = "The payment was not completed. Please try anoth
 /// Stripe refused the request itself (bad parameters, an unknown payment method).
 pub const NOT_PROCESSABLE: &str =
     "This payment could not be processed. Please try another payment method.";
+/// 3-D Secure was not completed in time: the intent was canceled.
+pub const AUTHENTICATION_NOT_COMPLETED: &str =
+    "The card's authentication (3-D Secure) was not completed. You have not been charged.";
 /// Stripe never created an intent for the payment.
 pub const NOT_REACHED: &str =
     "We could not reach the card processor. You have not been charged; please try again.";
@@ -29,6 +32,10 @@ pub struct IntentFacts {
     pub currency: Option<String>,
     pub client_secret: Option<String>,
     pub last_payment_error: Option<PaymentError>,
+    /// `metadata[transaction_id]`: the payment the intent was created for.
+    pub transaction_id: Option<String>,
+    /// Unix seconds.
+    pub created: Option<i64>,
 }
 
 /// An error as Stripe describes it, on an intent (`last_payment_error`) or in an error answer.

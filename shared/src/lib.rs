@@ -9,6 +9,7 @@
 //!   caller can pass a pooled connection or an open transaction. The statements every payment
 //!   makes are fixed-text prepared statements (`prepared`), parsed once per connection.
 //! - [`db`]: the async Postgres pool and the embedded migrations.
+//! - [`discrepancies`]: where Stripe's word contradicted ours (corrections, double charges).
 //! - [`intent`]: what a Stripe PaymentIntent's status means for a payment, and the messages
 //!   customers are shown; used by the worker and the webhooks alike.
 //! - [`queue`]: the `StripeCharge` job payload, the queue's name and its producer; the Redis key
@@ -24,6 +25,7 @@
 //! - `testing` (feature `testing`): a database and a Redis namespace per test.
 
 pub mod db;
+pub mod discrepancies;
 pub mod intent;
 pub mod metrics;
 pub mod models;

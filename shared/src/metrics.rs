@@ -43,6 +43,27 @@ pub async fn export_transaction_counts(conn: &mut AsyncPgConnection) {
     }
 }
 
+/// Sets `payments_discrepancies{kind}`, `payments_outcome_unknown` and
+/// `payments_outcome_unknown_oldest_seconds` from Postgres.
+pub async fn export_truth(conn: &mut AsyncPgConnection) {
+    match crate::discrepancies::count_by_kind(conn).await {
+        Ok(counts) => {
+            for (kind, n) in counts {
+                metrics::gauge!("payments_discrepancies", "kind" => kind).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "discrepancy counts unavailable"),
+    }
+    match crate::transactions::outcome_unknown(conn).await {
+        Ok((n, oldest)) => {
+            metrics::gauge!("payments_outcome_unknown").set(n as f64);
+            let age = oldest.map_or(0.0, |t| (chrono::Utc::now() - t).as_seconds_f64());
+            metrics::gauge!("payments_outcome_unknown_oldest_seconds").set(age.max(0.0));
+        }
+        Err(e) => tracing::warn!(error = %e, "unknown outcomes unavailable"),
+    }
+}
+
 /// The text exposition of every metric recorded in this process.
 pub fn render() -> String {
     handle().map(PrometheusHandle::render).unwrap_or_default()

@@ -43,9 +43,22 @@ pub struct Transaction {
     pub request_fingerprint: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// A confirm was sent and its answer lost: resolving by reading the intent back.
+    pub outcome_unknown_since: Option<DateTime<Utc>>,
+    /// Reads of the intent while resolving, re-checking or canceling (their backoff).
+    pub lookups: i32,
+    pub requires_action_since: Option<DateTime<Utc>>,
+    /// Failed while its intent could still be confirmed: the worker cancels the intent.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub canceled_at: Option<DateTime<Utc>>,
 }
 
 impl Transaction {
+    /// The worker still has to cancel this payment's intent.
+    pub fn cancel_pending(&self) -> bool {
+        self.cancel_requested_at.is_some() && self.canceled_at.is_none()
+    }
+
     pub fn error(&self) -> Option<TxError> {
         let code = self.error_code.clone()?;
         Some(TxError {

@@ -2,13 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Integer, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::models::Transaction;
 use crate::schema::transactions::dsl;
+use crate::state_machine::TxState;
 use crate::transactions::DbResult;
 
 #[derive(Debug, Serialize)]
@@ -24,7 +25,7 @@ pub struct Failure {
 /// The most recent failed payments, newest first.
 pub async fn recent_failures(conn: &mut AsyncPgConnection, limit: i64) -> DbResult<Vec<Failure>> {
     let rows: Vec<Transaction> = dsl::transactions
-        .filter(dsl::state.eq("failed"))
+        .filter(dsl::state.eq(TxState::Failed))
         .order(dsl::updated_at.desc())
         .limit(limit)
         .select(Transaction::as_select())
@@ -61,12 +62,13 @@ pub async fn finished_per_minute(
     diesel::sql_query(
         "SELECT date_trunc('minute', updated_at) AS minute, state, count(*) AS count
          FROM transactions
-         WHERE state IN ('complete', 'failed')
+         WHERE state = ANY($2)
            AND updated_at > now() - make_interval(mins => $1)
          GROUP BY 1, 2
          ORDER BY 1",
     )
     .bind::<Integer, _>(minutes)
+    .bind::<Array<Text>, _>(&TxState::FINAL[..])
     .load(conn)
     .await
 }

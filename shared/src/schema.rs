@@ -1,6 +1,19 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    discrepancies (id) {
+        id -> Int8,
+        kind -> Text,
+        transaction_id -> Nullable<Uuid>,
+        stripe_id -> Nullable<Text>,
+        related_transaction_id -> Nullable<Uuid>,
+        detail -> Text,
+        source -> Text,
+        found_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     stripe_events (id) {
         id -> Text,
         #[sql_name = "type"]
@@ -8,6 +21,7 @@ diesel::table! {
         transaction_id -> Nullable<Uuid>,
         created -> Int8,
         received_at -> Timestamptz,
+        outcome -> Nullable<Text>,
     }
 }
 
@@ -37,7 +51,12 @@ diesel::table! {
         updated_at -> Timestamptz,
         refunded_at -> Nullable<Timestamptz>,
         disputed_at -> Nullable<Timestamptz>,
+        outcome_unknown_since -> Nullable<Timestamptz>,
+        lookups -> Int4,
+        requires_action_since -> Nullable<Timestamptz>,
+        cancel_requested_at -> Nullable<Timestamptz>,
+        canceled_at -> Nullable<Timestamptz>,
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(stripe_events, transactions,);
+diesel::allow_tables_to_appear_in_same_query!(discrepancies, stripe_events, transactions,);

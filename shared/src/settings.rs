@@ -95,6 +95,13 @@ pub struct WorkerSettings {
     /// A payment unfinished and not due for this long is presumed to have lost its job.
     pub sweep_after: Duration,
     pub shutdown_timeout: Duration,
+    /// How long a payment may wait for the customer's 3-D Secure before its intent is
+    /// canceled and the payment fails.
+    pub requires_action_timeout: Duration,
+    /// How often the reconciler compares Postgres with Stripe's list (zero: never).
+    pub reconcile_interval: Duration,
+    /// How far back each reconciler pass looks.
+    pub reconcile_window: Duration,
     /// Where the worker serves `/metrics`; port 0 picks a free one, `off` disables it.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -205,6 +212,9 @@ impl Settings {
                 sweep_interval: v.millis("SWEEP_INTERVAL_MS", 5_000)?,
                 sweep_after: v.millis("SWEEP_AFTER_MS", 30_000)?,
                 shutdown_timeout: v.millis("WORKER_SHUTDOWN_TIMEOUT_MS", 30_000)?,
+                requires_action_timeout: v.millis("REQUIRES_ACTION_TIMEOUT_MS", 3_600_000)?,
+                reconcile_interval: v.millis("RECONCILE_INTERVAL_MS", 300_000)?,
+                reconcile_window: v.millis("RECONCILE_WINDOW_MS", 3_600_000)?,
                 metrics_addr: match v.var("WORKER_METRICS_ADDR").as_deref() {
                     Some("off") => None,
                     None => Some(SocketAddr::from(([127, 0, 0, 1], 9091))),

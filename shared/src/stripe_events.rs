@@ -33,6 +33,8 @@ pub struct StripeEvent {
     pub transaction_id: Option<Uuid>,
     pub created: i64,
     pub received_at: DateTime<Utc>,
+    /// `applied`, or why the event changed nothing (`ignored: ...`).
+    pub outcome: Option<String>,
 }
 
 /// Records the event; `false` when its id was recorded before (a repeated delivery), in which
@@ -48,6 +50,16 @@ pub async fn insert_new(
         .execute(conn)
         .await?;
     Ok(n == 1)
+}
+
+/// Notes what became of the event: `applied`, or why it was ignored. Nothing Stripe tells us is
+/// dropped without a word.
+pub async fn set_outcome(conn: &mut AsyncPgConnection, id: &str, outcome: &str) -> DbResult<()> {
+    diesel::update(dsl::stripe_events.find(id))
+        .set(dsl::outcome.eq(outcome))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The events recorded for one transaction, oldest first (ops, tests).

@@ -117,6 +117,32 @@ pub async fn states_of(
     Ok(rows.into_iter().collect())
 }
 
+/// The transactions of `ids` that exist.
+pub async fn find_many(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> DbResult<Vec<Transaction>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    dsl::transactions
+        .filter(dsl::id.eq_any(ids))
+        .select(Transaction::as_select())
+        .load(conn)
+        .await
+}
+
+/// The `complete` transactions created within `[from, to]`, for the reconciler.
+pub async fn complete_between(
+    conn: &mut AsyncPgConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> DbResult<Vec<Transaction>> {
+    dsl::transactions
+        .filter(dsl::created_at.between(from, to))
+        .filter(dsl::state.eq(TxState::Complete))
+        .select(Transaction::as_select())
+        .load(conn)
+        .await
+}
+
 /// Unfinished transactions created more than `age` ago (by the database's clock), oldest first.
 pub async fn unfinished_older_than(
     conn: &mut AsyncPgConnection,
@@ -134,6 +160,21 @@ pub async fn unfinished_older_than(
     .bind::<BigInt, _>(limit)
     .load(conn)
     .await
+}
+
+/// How many payments have an unknown outcome (a confirm sent, its answer lost), and since when
+/// the oldest.
+pub async fn outcome_unknown(
+    conn: &mut AsyncPgConnection,
+) -> DbResult<(i64, Option<DateTime<Utc>>)> {
+    dsl::transactions
+        .filter(dsl::outcome_unknown_since.is_not_null())
+        .select((
+            diesel::dsl::count_star(),
+            diesel::dsl::min(dsl::outcome_unknown_since),
+        ))
+        .first(conn)
+        .await
 }
 
 pub async fn find_by_stripe_id(

@@ -13,7 +13,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use shared::models::{NewTransaction, TxError};
 use shared::state_machine::TxState;
 use shared::state_machine::change::{NotClaimed, Transition, change, claim};
-use shared::state_machine::outcome::Outcome;
+use shared::state_machine::outcome::{IntentAfter, Outcome};
 use shared::testing::ScratchGuard;
 use shared::transactions::{self as txq, Inserted};
 use uuid::Uuid;
@@ -101,6 +101,7 @@ async fn each_payment_statement_is_prepared_once_per_connection_and_reused() {
                 decline_code: Some("insufficient_funds".into()),
                 message: "Your card has insufficient funds.".into(),
             },
+            intent: IntentAfter::Cancel,
         },
         Outcome::Failed {
             stripe_id: None,
@@ -109,6 +110,7 @@ async fn each_payment_statement_is_prepared_once_per_connection_and_reused() {
                 decline_code: None,
                 message: "Declined.".into(),
             },
+            intent: IntentAfter::Nothing,
         },
     ];
     let mut states = Vec::new();
@@ -130,7 +132,7 @@ async fn each_payment_statement_is_prepared_once_per_connection_and_reused() {
     assert!(
         texts
             .iter()
-            .any(|t| t.contains("attempts = t.attempts + 1"))
+            .any(|t| t.contains("attempts = t.attempts + CASE"))
     );
     assert!(texts.iter().any(|t| t.contains("state = COALESCE(")));
     for s in &statements {
@@ -155,6 +157,8 @@ async fn a_retry_binds_its_delay_twice_and_keeps_the_state() {
         stripe_id: None,
         reason: "stripe 500".into(),
         delay: Duration::from_secs(3600),
+        outcome_unknown: false,
+        attempt_given_back: false,
     };
     // Somebody else's retry is not written: only the lease holder schedules.
     let by = |owner| Transition::Record {

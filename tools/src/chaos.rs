@@ -1,7 +1,10 @@
 //! The chaos scenario: thousands of payments through the real api with several workers,
-//! stripe-sim injecting every fault it knows, workers SIGKILLed and restarted over and over,
-//! Redis emptied once and (in the full run) Postgres restarted once. Then: wait for every
-//! payment to finish, and check Postgres against the ledger.
+//! stripe-sim injecting every fault it knows (stored 500s, drops, hangs, 429s, 409s, search
+//! lagging, late and repeated webhooks), workers SIGKILLed and restarted over and over, Redis
+//! emptied once, a Stripe outage longer than `SWEEP_AFTER_MS`, clients that disconnect after
+//! sending, 3-D Secure abandoned, customers confirming failed payments' intents after the fact,
+//! and (in the full run) Postgres restarted once. Then: wait for every payment to finish, and
+//! check Postgres against the ledger.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +29,14 @@ pub struct Scenario {
     pub restart_postgres: bool,
     pub seed: u64,
     pub drain_timeout: Duration,
+    /// How long new intents stay out of Stripe's search.
+    pub search_lag: Duration,
+    /// A Stripe outage (every call 500) this long, once, after half the payments (0: none).
+    pub outage: Duration,
+    /// Every n-th client sends and disconnects before it asks again (0: none).
+    pub disconnect_every: usize,
+    /// Confirm every n-th failed payment's intent as the customer, after the fact (0: none).
+    pub late_confirm_every: usize,
     pub bin_dir: PathBuf,
     pub log_dir: PathBuf,
 }
@@ -40,22 +51,34 @@ pub struct Report {
     pub worker_kills: usize,
     pub redis_keys_deleted: usize,
     pub postgres_restarts: usize,
+    pub outages: usize,
+    /// Late confirms tried, and how many charged the card.
+    pub late_confirms: (usize, usize),
     /// Worker processes that died on their own (they must not).
     pub workers_exited: usize,
     pub submit_time: Duration,
     pub drain_time: Duration,
 }
 
-/// Faults stripe-sim injects, each with a probability per `POST /v1/payment_intents`.
-pub fn sim_faults(seed: u64) -> serde_json::Value {
+/// Faults stripe-sim injects, each with a probability per create, confirm and cancel; search
+/// lags by `search_lag`, webhooks arrive late and sometimes twice, reads sometimes fail.
+pub fn sim_faults(seed: u64, search_lag: Duration) -> serde_json::Value {
     json!({
         "seed": seed,
         "latency_ms": 10, "latency_jitter_ms": 40,
         "error_500_before": 0.03, "error_500_after": 0.02,
         "drop_after": 0.02, "hang": 0.01, "hang_ms": 3000,
         "rate_limit_429": 0.02, "retry_after_secs": 1,
-        "conflict_409": 0.02
+        "conflict_409": 0.02,
+        "read_error_500": 0.02,
+        "search_lag_ms": search_lag.as_millis() as u64,
+        "webhook_delay_ms": 300, "webhook_repeat": 0.1
     })
+}
+
+/// Stripe down: every call answers 500 (nothing executes), every read too.
+fn outage_faults(seed: u64) -> serde_json::Value {
+    json!({"seed": seed, "latency_ms": 10, "error_500_before": 1.0, "read_error_500": 1.0})
 }
 
 /// Worker settings tuned so faults resolve in seconds: short Stripe timeout and lease, fast
@@ -81,6 +104,9 @@ pub fn service_env() -> Vec<(String, String)> {
         ("STRIPE_BREAKER_THRESHOLD", "20"),
         ("STRIPE_BREAKER_COOLDOWN_MS", "1000"),
         ("WORKER_SHUTDOWN_TIMEOUT_MS", "3000"),
+        ("REQUIRES_ACTION_TIMEOUT_MS", "5000"),
+        ("RECONCILE_INTERVAL_MS", "2000"),
+        ("RECONCILE_WINDOW_MS", "900000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -92,9 +118,10 @@ pub async fn run(s: Scenario) -> anyhow::Result<Report> {
         bin_dir: s.bin_dir.clone(),
         log_dir: s.log_dir.clone(),
         workers: s.workers,
-        sim_faults: sim_faults(s.seed),
+        sim_faults: sim_faults(s.seed, s.search_lag),
         env: service_env(),
         redis_url: None,
+        webhooks: true,
     })
     .await?;
     let result = drive(&s, &mut stack).await;
@@ -114,12 +141,21 @@ async fn drive(s: &Scenario, stack: &mut Stack) -> anyhow::Result<Report> {
             s.payments,
             s.concurrency,
         );
-        async move { load::submit(&url, n, c, progress, Duration::from_secs(120)).await }
+        let every = s.disconnect_every;
+        async move { load::submit(&url, n, c, progress, Duration::from_secs(120), every).await }
     });
+    let confirmed = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let confirmer = tokio::spawn(late_confirms(
+        stack.database_url.clone(),
+        stack.sim_url.clone(),
+        s.late_confirm_every,
+        confirmed.clone(),
+    ));
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed);
     let (mut kills, mut deleted, mut pg_restarts) = (0, 0, 0);
     let (mut emptied, mut restarted) = (!s.empty_redis, !s.restart_postgres);
+    let (mut outage_at, mut outages) = (None::<Instant>, 0);
     let mut last_kill = Instant::now();
     let mut submitted: Option<(Vec<load::Accepted>, LoadStats, Duration)> = None;
     let mut drain_started = Instant::now();
@@ -157,11 +193,36 @@ async fn drive(s: &Scenario, stack: &mut Stack) -> anyhow::Result<Report> {
             restarted = true;
             pg_restarts += 1;
         }
+        if !s.outage.is_zero() && outages == 0 && done >= s.payments * 3 / 5 {
+            set_faults(&stack.sim_url, &outage_faults(s.seed)).await?;
+            outage_at = Some(Instant::now());
+            outages = 1;
+        }
+        if outage_at.is_some_and(|at| at.elapsed() >= s.outage) {
+            set_faults(&stack.sim_url, &sim_faults(s.seed, s.search_lag)).await?;
+            outage_at = None;
+        }
     };
+    if outage_at.is_some() {
+        set_faults(&stack.sim_url, &sim_faults(s.seed, s.search_lag)).await?;
+    }
+    confirmer.abort();
+    let late_confirms = (
+        confirmed.0.load(Ordering::Relaxed),
+        confirmed.1.load(Ordering::Relaxed),
+    );
     let Some((accepted, load_stats, submit_time)) = submitted else {
         anyhow::bail!("load generator did not finish");
     };
-    let verdicts = verify::check(&stack.database_url, &stack.sim_url, &accepted).await?;
+    // Corrections (a late confirm, Stripe's word arriving after an outage) may still be on their
+    // way through a webhook, a cancel or the reconciler: let them settle.
+    let verdicts = verify::check_settled(
+        &stack.database_url,
+        &stack.sim_url,
+        &accepted,
+        Duration::from_secs(30),
+    )
+    .await?;
     let stats: serde_json::Value = reqwest::get(format!("{}/sim/stats", stack.sim_url))
         .await?
         .json()
@@ -175,10 +236,61 @@ async fn drive(s: &Scenario, stack: &mut Stack) -> anyhow::Result<Report> {
         worker_kills: kills,
         redis_keys_deleted: deleted,
         postgres_restarts: pg_restarts,
+        outages,
+        late_confirms,
         workers_exited: stack.workers_exited(),
         submit_time,
         drain_time,
     })
+}
+
+async fn set_faults(sim_url: &str, faults: &serde_json::Value) -> anyhow::Result<()> {
+    let res = reqwest::Client::new()
+        .post(format!("{sim_url}/sim/faults"))
+        .json(faults)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        res.status().is_success(),
+        "setting faults: {}",
+        res.status()
+    );
+    Ok(())
+}
+
+/// The customer confirms every `every`-th failed payment's intent after the fact, from a
+/// browser with its client secret (0: never): only a cancel the worker made first stops it.
+/// Counts what it tried and what charged the card into `counts` until aborted.
+async fn late_confirms(
+    database_url: String,
+    sim_url: String,
+    every: usize,
+    counts: Arc<(AtomicUsize, AtomicUsize)>,
+) {
+    if every == 0 {
+        return;
+    }
+    let client = reqwest::Client::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let Ok(failed) = verify::failed_with_intent(&database_url).await else {
+            continue;
+        };
+        for (id, pi) in failed {
+            if !seen.insert(id) || seen.len() % every != 0 {
+                continue;
+            }
+            counts.0.fetch_add(1, Ordering::Relaxed);
+            let url = format!("{sim_url}/sim/payment_intents/{pi}/customer_confirm");
+            if let Ok(r) = client.post(url).send().await
+                && r.status().is_success()
+            {
+                counts.1.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Restarts the local Postgres cluster (`PG_RESTART_CMD` overrides the command).
@@ -230,6 +342,26 @@ impl Report {
                 self.postgres_restarts.to_string(),
             ),
             (
+                format!(
+                    "Stripe outages ({:.0} s)",
+                    self.scenario.outage.as_secs_f64()
+                ),
+                self.outages.to_string(),
+            ),
+            (
+                "search lag (s)".to_owned(),
+                format!("{:.0}", self.scenario.search_lag.as_secs_f64()),
+            ),
+            (
+                "clients that disconnected".into(),
+                self.load.disconnected.to_string(),
+            ),
+            ("3-D Secure abandoned".into(), v.abandoned.to_string()),
+            (
+                "late confirms tried / charged".into(),
+                format!("{} / {}", self.late_confirms.0, self.late_confirms.1),
+            ),
+            (
                 "workers that died on their own".into(),
                 self.workers_exited.to_string(),
             ),
@@ -245,6 +377,18 @@ impl Report {
             ("stuck".into(), v.stuck.to_string()),
             ("double-charged".into(), v.double_charged.to_string()),
             ("mismatched".into(), v.mismatched.to_string()),
+            (
+                "charged but recorded failed".into(),
+                v.charged_but_failed.to_string(),
+            ),
+            (
+                "failed, intent still confirmable".into(),
+                v.failed_confirmable.to_string(),
+            ),
+            (
+                "discrepancies found / fixed".into(),
+                format!("{} / {}", v.discrepancies, v.corrected),
+            ),
             (
                 "unexpected outcome (ledger agrees)".into(),
                 v.unexpected_outcome.to_string(),

@@ -19,6 +19,8 @@ pub struct StackConfig {
     pub env: Vec<(String, String)>,
     /// A Redis of the test's own (to stop and start it); default `REDIS_URL`.
     pub redis_url: Option<String>,
+    /// stripe-sim sends its webhook events to the api (signed), as Stripe does.
+    pub webhooks: bool,
 }
 
 pub struct Stack {
@@ -98,6 +100,13 @@ impl Stack {
                 "warn,worker=info,api=info".to_owned(),
             ),
         ];
+        let webhook_secret = "whsec_stack_0123456789abcdef";
+        if cfg.webhooks {
+            env.push((
+                "STRIPE_WEBHOOK_SECRET".to_owned(),
+                webhook_secret.to_owned(),
+            ));
+        }
         env.extend(cfg.env.iter().cloned());
 
         let log = |name: &str| -> anyhow::Result<Stdio> {
@@ -105,7 +114,15 @@ impl Stack {
                 cfg.log_dir.join(format!("{name}.log")),
             )?))
         };
-        let sim = Command::new(cfg.bin_dir.join("stripe-sim"))
+        let mut sim = Command::new(cfg.bin_dir.join("stripe-sim"));
+        if cfg.webhooks {
+            sim.env(
+                "STRIPE_SIM_WEBHOOK_URL",
+                format!("{api_url}/webhooks/stripe"),
+            )
+            .env("STRIPE_SIM_WEBHOOK_SECRET", webhook_secret);
+        }
+        let sim = sim
             .env("STRIPE_SIM_ADDR", format!("127.0.0.1:{sim_port}"))
             .env("STRIPE_SIM_FAULTS", cfg.sim_faults.to_string())
             .env("RUST_LOG", "warn")

@@ -22,6 +22,11 @@ async fn no_payment_is_lost_stuck_or_charged_twice_under_faults_kills_and_a_redi
         restart_postgres: false,
         seed: 11,
         drain_timeout: Duration::from_secs(180),
+        search_lag: Duration::from_secs(60),
+        // Longer than the run's SWEEP_AFTER_MS (4 s), short enough for `make test`.
+        outage: Duration::from_millis(4_500),
+        disconnect_every: 20,
+        late_confirm_every: 2,
         log_dir: bin_dir.join("chaos-logs-test"),
         bin_dir,
     })
@@ -35,6 +40,19 @@ async fn no_payment_is_lost_stuck_or_charged_twice_under_faults_kills_and_a_redi
         (v.lost, v.stuck, v.double_charged, v.mismatched),
         (0, 0, 0, 0)
     );
+    assert_eq!(
+        v.charged_but_failed, 0,
+        "Stripe charged a payment we say failed"
+    );
+    assert_eq!(
+        v.failed_confirmable, 0,
+        "a failed payment's intent was left confirmable"
+    );
+    assert!(
+        report.load.disconnected > 0 && v.abandoned > 0,
+        "the run must exercise both"
+    );
+    assert_eq!(report.outages, 1);
     assert_eq!(
         report.workers_exited, 0,
         "workers must survive a Redis wipe by themselves"

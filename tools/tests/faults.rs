@@ -25,6 +25,7 @@ async fn stack(
         sim_faults: faults,
         env,
         redis_url: redis,
+        webhooks: false,
     })
     .await
     .expect("stack")
@@ -150,13 +151,14 @@ async fn while_stripe_is_down_the_breaker_holds_jobs_back_and_they_drain_when_it
         ("WORKER_CONCURRENCY", "1"),
     ];
     let mut s = stack("outage", 1, json!({"error_500_before": 1.0}), &env, None).await;
+    // Without a breaker the first 6 calls go out within milliseconds of each other. With it,
+    // 3 failures open it, and each further call is a lone probe a cooldown (1 s) apart: 6 calls
+    // take at least 3 s from the first, which comes after the first payment is sent.
+    let outage = Instant::now();
     let mut ids = vec![];
     for _ in 0..30 {
         ids.push(pay(&s, "pm_card_visa").await);
     }
-    // Without a breaker the first 6 calls go out within milliseconds of each other. With it,
-    // 3 failures open it, and each further call is a lone probe a cooldown (1 s) apart.
-    let outage = Instant::now();
     wait_for_sim_requests(&s, 6).await;
     let took = outage.elapsed();
     assert!(

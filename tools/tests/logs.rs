@@ -34,6 +34,7 @@ async fn logs_are_json_carry_the_transaction_id_and_never_a_secret() {
         sim_faults: json!({}),
         env,
         redis_url: None,
+        webhooks: false,
     })
     .await
     .unwrap();

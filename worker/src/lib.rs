@@ -6,13 +6,18 @@
 //! - [`jobs::stripe_charge`]: one job = claim the row in Postgres, one Stripe call with the
 //!   transaction's own idempotency key, record the outcome, schedule the retry if any.
 //! - [`stripe`]: the async-stripe calls and the classification of their answers.
+//! - [`lease`]: the attempt's lease, renewed so no Stripe call outlives it.
 //! - [`metrics`]: the worker's `/metrics` endpoint.
 //! - [`policy`]: what each Stripe answer means for a payment, and the backoff.
 //! - [`sweeper`]: re-enqueues payments whose job was lost.
+//! - [`reconcile`]: Postgres held against Stripe's consistent list; fixes what Stripe's word
+//!   decides, records the rest as discrepancies.
 
 pub mod jobs;
+pub mod lease;
 pub mod metrics;
 pub mod policy;
+pub mod reconcile;
 pub mod startup;
 pub mod stripe;
 pub mod sweeper;

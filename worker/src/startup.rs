@@ -64,6 +64,7 @@ impl Application {
             retry: w.retry.clone(),
             lease: w.lease,
             recheck: w.sweep_after,
+            requires_action_timeout: w.requires_action_timeout,
             owner: worker_name(),
         });
         let config = queue_config(&settings.queue_namespace)
@@ -109,6 +110,15 @@ impl Application {
         let w = &settings.worker;
         let stop = CancellationToken::new();
         let sweeper = tokio::spawn(sweeper.run(stop.clone()));
+        let reconciler = crate::reconcile::Reconciler {
+            db: ctx.db.clone(),
+            ctx: ctx.clone(),
+            redis: redis.clone(),
+            lock_key: format!("{}:reconcile_lock", settings.queue_namespace),
+            interval: w.reconcile_interval,
+            window: w.reconcile_window,
+        };
+        let reconciler = tokio::spawn(reconciler.run(stop.clone()));
         let metrics = w.metrics_addr.map(|addr| {
             let keys = Keys::new(&settings.queue_namespace);
             let (dead_after, stop) = (w.presumed_dead_after(), stop.clone());
@@ -128,6 +138,7 @@ impl Application {
         });
         consume(ctx, storage, w, &stop).await;
         let _ = sweeper.await;
+        let _ = reconciler.await;
         if let Some(m) = metrics {
             let _ = m.await;
         }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use worker::stripe::ratelimit::RateLimiter;
+use worker::stripe::ratelimit::{Priority, RateLimiter};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn limiters_in_different_processes_share_one_budget() {
@@ -26,7 +26,7 @@ async fn limiters_in_different_processes_share_one_budget() {
     let calls = (0..24).map(|i| {
         let limiter = if i % 2 == 0 { a.clone() } else { b.clone() };
         async move {
-            limiter.acquire().await;
+            limiter.acquire(Priority::Customer).await;
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap()

@@ -38,6 +38,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
     shared::queue::stats::export(&mut state.redis.clone(), &state.keys, dead_after).await;
     if let Ok(mut conn) = state.db.get().await {
         shared::metrics::export_transaction_counts(&mut conn).await;
+        shared::metrics::export_truth(&mut conn).await;
     }
     (
         [(

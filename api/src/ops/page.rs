@@ -39,6 +39,9 @@ struct Summary {
     transactions: BTreeMap<&'static str, i64>,
     throughput: Vec<shared::ops::MinuteCount>,
     failures: Vec<shared::ops::Failure>,
+    discrepancies: Vec<shared::discrepancies::Discrepancy>,
+    /// Payments whose confirm went unanswered, being resolved against Stripe.
+    outcome_unknown: i64,
     dead: Vec<DeadJob>,
 }
 
@@ -59,11 +62,16 @@ pub async fn summary(
     let transactions = counts.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
     let throughput = shared::ops::finished_per_minute(&mut conn, 15).await?;
     let failures = shared::ops::recent_failures(&mut conn, 20).await?;
+    let week_ago = chrono::Utc::now() - chrono::TimeDelta::days(7);
+    let discrepancies = shared::discrepancies::since(&mut conn, week_ago, 20).await?;
+    let (outcome_unknown, _) = shared::transactions::outcome_unknown(&mut conn).await?;
     Ok(axum::Json(Summary {
         queue,
         transactions,
         throughput,
         failures,
+        discrepancies,
+        outcome_unknown,
         dead,
     })
     .into_response())

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 use shared::intent::{self, IntentFacts, PaymentError};
-use shared::state_machine::outcome::Outcome;
+use shared::models::TxError;
+use shared::state_machine::outcome::{IntentAfter, Outcome};
 use shared::transactions::AfterCharge;
 use uuid::Uuid;
 
@@ -68,6 +69,13 @@ impl StripeObject {
                 decline_code: e.decline_code.clone(),
                 message: e.message.clone(),
             }),
+            transaction_id: self
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get("transaction_id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            created: None,
         }
     }
 }
@@ -160,10 +168,24 @@ fn effect_of(event_type: &str, object: StripeObject) -> Effect {
                 stripe_id: object.id,
             })
         }
+        // Back to `requires_payment_method`: it could be confirmed again, so the worker cancels it.
         "payment_intent.payment_failed" => payment(Outcome::Failed {
             error: intent::customer_error(intent.last_payment_error.as_ref()),
             stripe_id: Some(object.id),
+            intent: IntentAfter::Cancel,
         }),
+        // Canceled at Stripe (by us, or on the Dashboard): not charged, and never will be.
+        "payment_intent.canceled" if object.status.as_deref() == Some("canceled") => {
+            payment(Outcome::Failed {
+                error: TxError {
+                    code: "payment_canceled".into(),
+                    decline_code: None,
+                    message: intent::NOT_COMPLETED.into(),
+                },
+                stripe_id: Some(object.id),
+                intent: IntentAfter::Canceled,
+            })
+        }
         "payment_intent.requires_action" => match object.client_secret {
             Some(client_secret) => payment(Outcome::RequiresAction {
                 stripe_id: object.id,

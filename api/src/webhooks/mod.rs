@@ -17,8 +17,10 @@ pub mod signature;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
+use shared::discrepancies::{self, NewDiscrepancy};
 use shared::models::Transaction;
-use shared::state_machine::change::{Transition, change};
+use shared::state_machine::change::{Source, Transition, change};
+use shared::state_machine::outcome::Outcome;
 use shared::stripe_events::{self, NewStripeEvent};
 use shared::transactions::{self as txq, DbResult};
 use tracing::Instrument;
@@ -73,7 +75,7 @@ pub async fn receive(
     let span = tracing::info_span!("stripe_event", id = %event.id, r#type = %event.type_);
     async {
         let mut conn = state.db.get().await?;
-        let receipt = apply(&mut conn, &event).await?;
+        let receipt = apply(state, &mut conn, &event).await?;
         tracing::info!(?receipt, "webhook processed");
         Ok(receipt)
     }
@@ -81,30 +83,43 @@ pub async fn receive(
     .await
 }
 
-/// Records the event and makes its change in one database transaction.
-async fn apply(conn: &mut AsyncPgConnection, event: &Event) -> DbResult<Receipt> {
-    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-        let txn = locate(conn, &event.target).await?;
-        let record = NewStripeEvent {
-            id: &event.id,
-            type_: &event.type_,
-            transaction_id: txn.as_ref().map(|t| t.id),
-            created: event.created,
-        };
-        if !stripe_events::insert_new(conn, &record).await? {
-            return Ok(Receipt::Duplicate);
-        }
-        match txn {
-            Some(txn) => apply_effect(conn, &txn, &event.effect).await?,
-            // Acknowledged all the same, or Stripe would retry for days.
-            None if !matches!(event.effect, Effect::Nothing) => {
-                tracing::warn!(target_ = ?event.target, "event for no transaction of ours");
+/// Records the event and makes its change in one database transaction; pushes the job that
+/// cancels a failed payment's intent once that transaction is committed (the api never calls
+/// Stripe itself).
+async fn apply(state: &AppState, conn: &mut AsyncPgConnection, event: &Event) -> DbResult<Receipt> {
+    let (receipt, cancel) = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let txn = locate(conn, &event.target).await?;
+            let record = NewStripeEvent {
+                id: &event.id,
+                type_: &event.type_,
+                transaction_id: txn.as_ref().map(|t| t.id),
+                created: event.created,
+            };
+            if !stripe_events::insert_new(conn, &record).await? {
+                return Ok((Receipt::Duplicate, None));
             }
-            None => {}
-        }
-        Ok(Receipt::Processed)
-    })
-    .await
+            let (note, cancel) = match txn {
+                Some(txn) => apply_effect(conn, &txn, event).await?,
+                // Acknowledged all the same, or Stripe would retry for days.
+                None if !matches!(event.effect, Effect::Nothing) => {
+                    ("ignored: for no transaction of ours".to_owned(), None)
+                }
+                None => ("ignored: not an event we act on".to_owned(), None),
+            };
+            if note.starts_with("ignored") {
+                tracing::warn!(target_ = ?event.target, %note, "stripe event changed nothing");
+            }
+            stripe_events::set_outcome(conn, &event.id, &note).await?;
+            Ok((Receipt::Processed, cancel))
+        })
+        .await?;
+    if let Some(id) = cancel
+        && let Err(e) = state.queue.enqueue(id, None).await
+    {
+        tracing::warn!(error = %e, "enqueue failed; the sweeper will pick the cancel up");
+    }
+    Ok(receipt)
 }
 
 async fn locate(conn: &mut AsyncPgConnection, target: &Target) -> DbResult<Option<Transaction>> {
@@ -119,32 +134,56 @@ async fn locate(conn: &mut AsyncPgConnection, target: &Target) -> DbResult<Optio
     }
 }
 
+/// Applies the event to `txn`: what it did (for `stripe_events.outcome`), and the payment whose
+/// intent the worker must now cancel, if any.
 async fn apply_effect(
     conn: &mut AsyncPgConnection,
     txn: &Transaction,
-    effect: &Effect,
-) -> DbResult<()> {
-    match effect {
+    event: &Event,
+) -> DbResult<(String, Option<uuid::Uuid>)> {
+    match &event.effect {
         Effect::Payment { outcome, intent } => {
             if let Err(why) = belongs_to(txn, intent) {
-                tracing::warn!(transaction_id = %txn.id, why, "event ignored");
-                return Ok(());
+                if matches!(outcome, Outcome::Complete { .. }) {
+                    // Succeeded, for one of ours, but not its own intent: money taken twice?
+                    let d = NewDiscrepancy {
+                        kind: "other_succeeded_intent",
+                        transaction_id: Some(txn.id),
+                        stripe_id: Some(&intent.id),
+                        related_transaction_id: None,
+                        detail: why,
+                        source: Source::Webhook.as_str(),
+                    };
+                    discrepancies::record(conn, &d).await?;
+                }
+                return Ok((format!("ignored: {why}"), None));
             }
-            let changed = change(conn, txn.id, Transition::FromStripe(outcome)).await?;
-            let changed = changed.and_then(|c| c.applied_row());
-            tracing::info!(
-                transaction_id = %txn.id,
-                state = changed.as_ref().map(|t| t.state.as_str()),
-                "payment updated from Stripe"
-            );
+            let from_stripe = Transition::FromStripe {
+                outcome,
+                source: Source::Webhook,
+            };
+            let Some(changed) = change(conn, txn.id, from_stripe).await? else {
+                return Ok(("ignored: nothing to change".into(), None));
+            };
+            if !changed.applied {
+                let note = format!("ignored: the payment is already {}", changed.row.state);
+                return Ok((note, None));
+            }
+            tracing::info!(transaction_id = %txn.id, from = %changed.previous,
+                to = %changed.row.state, "payment updated from Stripe");
+            let cancel = changed.row.cancel_pending().then_some(txn.id);
+            Ok((
+                format!("applied: {} -> {}", changed.previous, changed.row.state),
+                cancel,
+            ))
         }
         Effect::AfterCharge(what) => {
             txq::record_after_charge(conn, txn.id, *what).await?;
             tracing::info!(transaction_id = %txn.id, ?what, "charge event recorded");
+            Ok((format!("noted: {what:?}"), None))
         }
-        Effect::Nothing => {}
+        Effect::Nothing => Ok(("ignored: not an event we act on".into(), None)),
     }
-    Ok(())
 }
 
 /// An intent speaks for a payment only if it is the payment's own: the same PaymentIntent

@@ -70,6 +70,19 @@ impl TestApp {
     /// Charges `id` at the sim directly, as the worker would (same idempotency key and
     /// metadata), without anything recording the answer: only a webhook can tell the api.
     pub async fn charge_at_sim(&self, id: Uuid, amount: i64, payment_method: &str) -> Value {
+        let key = shared::models::NewTransaction::stripe_key_for(id);
+        self.charge_at_sim_with(id, amount, payment_method, Some(&key))
+            .await
+    }
+
+    /// [`Self::charge_at_sim`] under another idempotency key, or none: someone else charging.
+    pub async fn charge_at_sim_with(
+        &self,
+        id: Uuid,
+        amount: i64,
+        payment_method: &str,
+        key: Option<&str>,
+    ) -> Value {
         let form = [
             ("amount", amount.to_string()),
             ("currency", "usd".to_owned()),
@@ -77,19 +90,14 @@ impl TestApp {
             ("confirm", "true".to_owned()),
             ("metadata[transaction_id]", id.to_string()),
         ];
-        let res = self
+        let mut req = self
             .client
             .post(format!("{}/v1/payment_intents", self.sim.base_url()))
-            .bearer_auth("sk_test_harness")
-            .header(
-                "idempotency-key",
-                shared::models::NewTransaction::stripe_key_for(id),
-            )
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        res.json().await.unwrap()
+            .bearer_auth("sk_test_harness");
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        req.form(&form).send().await.unwrap().json().await.unwrap()
     }
 
     /// Waits until the sim has delivered `n` webhook events successfully.

@@ -1,7 +1,9 @@
 //! One module per subcommand; each `run` returns a report that prints as a table or JSON.
 
+pub mod discrepancies;
 pub mod list;
 pub mod purge;
+pub mod reconcile;
 pub mod retry;
 pub mod show;
 pub mod stats;

@@ -30,8 +30,8 @@ impl Env {
             .await;
     }
 
-    /// Starts the real worker; a stripe-sim with `faults` is started for the first one.
-    pub async fn start_real_worker_with(&mut self, faults: stripe_sim::Faults) {
+    /// The stripe-sim the workers and payctl talk to, started on first use with `faults`.
+    pub async fn sim_with(&mut self, faults: stripe_sim::Faults) -> &stripe_sim::RunningSim {
         if self.sim.is_none() {
             let config = stripe_sim::Config {
                 faults,
@@ -43,6 +43,12 @@ impl Env {
             self.settings.stripe.api_base = sim.base_url();
             self.sim = Some(sim);
         }
+        self.sim.as_ref().expect("started above")
+    }
+
+    /// Starts the real worker; a stripe-sim with `faults` is started for the first one.
+    pub async fn start_real_worker_with(&mut self, faults: stripe_sim::Faults) {
+        self.sim_with(faults).await;
         let (stop, rx) = oneshot::channel::<()>();
         let settings = self.settings.clone();
         let task = tokio::spawn(async move {

@@ -153,6 +153,9 @@ impl Env {
                 "WORKER_MISSED_HEARTBEATS",
                 s.worker.missed_heartbeats.to_string(),
             )
+            // For `payctl reconcile`: the test's stripe-sim, when one runs.
+            .env("STRIPE_API_BASE", &s.stripe.api_base)
+            .env("STRIPE_SECRET_KEY", "sk_test_payctl_reconcile")
             .args(args);
         // The binary blocks only this blocking-pool thread, never the runtime's workers.
         tokio::task::spawn_blocking(move || cmd.output().expect("run payctl"))

@@ -27,6 +27,7 @@ fn time(t: Option<DateTime<Utc>>) -> String {
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     WaitingForCustomer,
+    OutcomeUnknown,
     InFlight,
     LeaseHeldByGoneWorker,
     WaitingForRetry,
@@ -105,6 +106,7 @@ pub async fn stuck(
 fn diagnose(t: Transaction, places: Vec<Place>, live: &[String], now: DateTime<Utc>) -> Stuck {
     let row = Row {
         state: t.state,
+        outcome_unknown_since: t.outcome_unknown_since,
         lease_owner: t.lease_owner.as_deref(),
         lease_expires_at: t.lease_expires_at,
         next_attempt_at: t.next_attempt_at,
@@ -172,6 +174,8 @@ fn lease_reason(
 /// What of a transaction row decides its reason.
 pub struct Row<'a> {
     pub state: TxState,
+    /// A confirm was sent and its answer lost, since then.
+    pub outcome_unknown_since: Option<DateTime<Utc>>,
     pub lease_owner: Option<&'a str>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub next_attempt_at: DateTime<Utc>,
@@ -187,6 +191,15 @@ pub fn classify(
         return (
             Reason::WaitingForCustomer,
             "waiting for the customer (3-D Secure)".into(),
+        );
+    }
+    if let Some(since) = t.outcome_unknown_since {
+        return (
+            Reason::OutcomeUnknown,
+            format!(
+                "outcome unknown since {}: a confirm went unanswered; resolving against Stripe",
+                time(Some(since))
+            ),
         );
     }
     if let Some(owner) = t.lease_owner {
@@ -228,6 +241,7 @@ mod tests {
     fn row(state: &str) -> Row<'static> {
         Row {
             state: TxState::parse(state).unwrap(),
+            outcome_unknown_since: None,
             lease_owner: None,
             lease_expires_at: None,
             next_attempt_at: Utc::now(),
@@ -274,5 +288,13 @@ mod tests {
         assert_eq!(reason(&pending, &both, &[]), Reason::JobQueued);
         assert_eq!(reason(&pending, &dead, &[]), Reason::JobDead);
         assert_eq!(reason(&pending, &[], &[]), Reason::NoJob);
+
+        let mut unknown = row("processing");
+        unknown.outcome_unknown_since = Some(Utc::now());
+        unknown.lease_owner = Some("w1");
+        assert_eq!(
+            reason(&unknown, &scheduled, &["w1"]),
+            Reason::OutcomeUnknown
+        );
     }
 }

@@ -1,52 +1,84 @@
 //! The one way a payment's state changes: [`change`], for every [`Transition`] (a worker's
-//! claim and its verdict, Stripe's webhook, the 3-D Secure re-check, an operator's retry).
+//! claim, what it learned and its lease, Stripe's webhook, the reconciler, the 3-D Secure
+//! re-check, an operator's retry).
 //!
-//! Each transition is one statement of fixed text (prepared once per connection, see
-//! `crate::prepared`) of the same shape: lock the row, update it if the guard allows, and return
-//! the row as it is now with the state it had before, whether or not the guard allowed it. So
-//! every caller learns the previous and the new state, and why nothing changed, in one round
-//! trip; the event log and the corrections hook in here.
+//! Each transition is one statement (`statements.rs`) that locks the row, writes it if its guard
+//! allows, and returns the row as it is now with the state it had before, whether or not the
+//! guard allowed it. So every caller learns the previous and the new state, and why nothing
+//! changed, in one round trip; the corrections (`failed` → `complete`) and the event log hook
+//! in here.
 
 use std::time::Duration;
 
 use chrono::Utc;
-use diesel::pg::Pg;
-use diesel::pg::data_types::PgInterval;
 use diesel::prelude::*;
-use diesel::query_builder::AstPass;
-use diesel::sql_types::{Array, BigInt, Bool, Interval, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::TxState;
-use super::outcome::{Outcome, Update};
-use super::sweep::unfinished_sql;
+use super::outcome::Outcome;
+use super::statements::{
+    Canceled, ChangeRow, Claim, Correct, DueNow, IntentCreated, Record, Renew, StripeAction,
+};
 use crate::db::{DbResult, interval};
 use crate::models::Transaction;
-use crate::prepared::{FixedSql, Prepared, no_parameter};
+use crate::prepared::Prepared;
 
 /// The name Stripe's webhooks write under. No worker holds a lease by that name, so a webhook
 /// can write final outcomes only: a retry belongs to the lease holder.
 pub const WEBHOOK_OWNER: &str = "stripe-webhook";
 
+/// Who learned what Stripe said, for the records a correction leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Worker,
+    Webhook,
+    Reconciler,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Worker => "worker",
+            Source::Webhook => "webhook",
+            Source::Reconciler => "reconciler",
+        }
+    }
+}
+
 /// A change someone asks of a payment.
 #[derive(Clone, Copy, Debug)]
 pub enum Transition<'a> {
-    /// A worker takes the payment for one Stripe call: a lease (or an expired one over), one
-    /// attempt counted, `pending` → `processing` (`requires_action` stays: the call re-reads the
-    /// intent). Only an unfinished, due row with no live lease.
+    /// A worker takes the payment for one attempt: a lease (or an expired one over),
+    /// `pending` → `processing` (`requires_action` stays: the attempt re-reads the intent). A
+    /// charge attempt is counted only when a create or confirm may be sent. Only an unfinished,
+    /// due row with no live lease, or a failed one whose intent is still to cancel.
     Claim { owner: &'a str, lease: Duration },
-    /// A worker writes what Stripe decided and releases the lease. Final outcomes are written
-    /// whoever holds the lease (Stripe's answer is the truth); a retry only by the holder, so a
-    /// worker whose lease was taken over cannot push the new holder's schedule around.
+    /// The holder extends its lease before a Stripe call, so no call outlives it.
+    Renew { owner: &'a str, lease: Duration },
+    /// The holder stores the id of the intent it created, before confirming it.
+    IntentCreated {
+        owner: &'a str,
+        stripe_id: &'a str,
+        client_secret: Option<&'a str>,
+    },
+    /// The holder writes what Stripe decided and releases the lease. Only the lease holder
+    /// may: no attempt outlives its lease, so a worker whose lease was taken over has nothing
+    /// to write. `complete` for a payment recorded `failed` is the correction.
     Record {
         owner: &'a str,
         outcome: &'a Outcome,
     },
-    /// Stripe's webhook reports the intent's state: final outcomes as a worker's (forward only,
-    /// whoever holds the lease); `requires_action` moves only a payment that has not reached it
-    /// and leaves any lease alone. A retry says nothing here.
-    FromStripe(&'a Outcome),
+    /// Stripe's word from outside an attempt (a webhook, the reconciler): final outcomes
+    /// forward only, whoever holds the lease (Stripe's word decides); `requires_action` moves
+    /// only a payment that has not reached it and leaves any lease alone; `complete` for a
+    /// `failed` payment is the correction. A retry says nothing here.
+    FromStripe {
+        outcome: &'a Outcome,
+        source: Source,
+    },
+    /// The holder canceled a failed payment's intent.
+    Canceled { owner: &'a str },
     /// The browser finished a 3-D Secure challenge: a `requires_action` payment is due now.
     /// Only that state: moving a `processing` payment's retry forward would let a caller burn
     /// its attempts and backoff by calling in a loop.
@@ -71,6 +103,19 @@ impl Change {
     pub fn applied_row(self) -> Option<Transaction> {
         self.applied.then_some(self.row)
     }
+
+    /// A payment recorded failed that Stripe charged, just corrected to complete.
+    pub fn is_correction(&self) -> bool {
+        self.applied && self.previous == TxState::Failed && self.row.state == TxState::Complete
+    }
+}
+
+fn from(r: ChangeRow) -> Change {
+    Change {
+        applied: r.applied,
+        previous: r.previous_state,
+        row: r.row,
+    }
 }
 
 /// Applies `transition` to transaction `id`. `None`: no such transaction (or a transition that
@@ -80,16 +125,53 @@ pub async fn change(
     id: Uuid,
     transition: Transition<'_>,
 ) -> DbResult<Option<Change>> {
-    let row: Option<ChangeRow> = match transition {
+    let changed = match transition {
         Transition::Claim { owner, lease } => {
-            let lease = interval(lease);
-            let s = Claim { id, owner, lease };
-            Prepared(s).get_result(conn).await.optional()?
+            let s = Claim {
+                id,
+                owner,
+                lease: interval(lease),
+            };
+            run(conn, s).await?
         }
-        Transition::Record { owner, outcome } => record_statement(conn, id, owner, outcome).await?,
-        Transition::FromStripe(outcome) => match outcome {
+        Transition::Renew { owner, lease } => {
+            let s = Renew {
+                id,
+                owner,
+                lease: interval(lease),
+            };
+            run(conn, s).await?
+        }
+        Transition::IntentCreated {
+            owner,
+            stripe_id,
+            client_secret,
+        } => {
+            let s = IntentCreated {
+                id,
+                owner,
+                stripe_id,
+                client_secret,
+            };
+            run(conn, s).await?
+        }
+        Transition::Record { owner, outcome } => {
+            let mut update = outcome.update();
+            update.holder_only = true;
+            let s = Record { id, owner, update };
+            let recorded = run(conn, s).await?;
+            correct_if_failed(conn, id, recorded, outcome, Source::Worker).await?
+        }
+        Transition::FromStripe { outcome, source } => match outcome {
             Outcome::Complete { .. } | Outcome::Failed { .. } => {
-                record_statement(conn, id, WEBHOOK_OWNER, outcome).await?
+                let update = outcome.update();
+                let s = Record {
+                    id,
+                    owner: WEBHOOK_OWNER,
+                    update,
+                };
+                let recorded = run(conn, s).await?;
+                correct_if_failed(conn, id, recorded, outcome, source).await?
             }
             Outcome::RequiresAction {
                 stripe_id,
@@ -101,18 +183,67 @@ pub async fn change(
                     stripe_id,
                     client_secret,
                 };
-                Prepared(s).get_result(conn).await.optional()?
+                run(conn, s).await?
             }
             Outcome::Retry { .. } => None,
         },
-        Transition::RecheckNow => due_now(conn, id, &[TxState::RequiresAction]).await?,
-        Transition::DueNow => due_now(conn, id, &TxState::UNFINISHED).await?,
+        Transition::Canceled { owner } => run(conn, Canceled { id, owner }).await?,
+        Transition::RecheckNow => {
+            let s = DueNow {
+                id,
+                from: &[TxState::RequiresAction],
+            };
+            run(conn, s).await?
+        }
+        Transition::DueNow => {
+            let s = DueNow {
+                id,
+                from: &TxState::UNFINISHED,
+            };
+            run(conn, s).await?
+        }
     };
-    Ok(row.map(|r| Change {
-        applied: r.applied,
-        previous: r.previous_state,
-        row: r.row,
-    }))
+    if let Some(c) = &changed
+        && c.is_correction()
+    {
+        metrics::counter!("payments_corrections_total").increment(1);
+        tracing::warn!(transaction_id = %id, stripe_id = c.row.stripe_id.as_deref(),
+            "payment recorded failed was charged by Stripe: corrected to complete");
+    }
+    Ok(changed)
+}
+
+async fn run<S>(conn: &mut AsyncPgConnection, statement: S) -> DbResult<Option<Change>>
+where
+    S: crate::prepared::FixedSql + Send,
+{
+    let row: Option<ChangeRow> = Prepared(statement).get_result(conn).await.optional()?;
+    Ok(row.map(from))
+}
+
+/// Stripe's `succeeded` always wins: a `complete` that found the payment `failed` becomes the
+/// correction.
+async fn correct_if_failed(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    changed: Option<Change>,
+    outcome: &Outcome,
+    source: Source,
+) -> DbResult<Option<Change>> {
+    let Outcome::Complete { stripe_id } = outcome else {
+        return Ok(changed);
+    };
+    match changed {
+        Some(c) if !c.applied && c.row.state == TxState::Failed => {
+            let s = Correct {
+                id,
+                stripe_id,
+                source: source.as_str(),
+            };
+            run(conn, s).await
+        }
+        other => Ok(other),
+    }
 }
 
 /// Why a claim took nothing.
@@ -120,7 +251,7 @@ pub async fn change(
 pub enum NotClaimed {
     /// No such transaction.
     Missing,
-    /// The payment is `complete` or `failed`.
+    /// The payment is `complete`, or `failed` with nothing left to cancel.
     Finished(TxState),
     /// Another delivery holds a live lease, until then.
     Leased {
@@ -147,7 +278,7 @@ pub async fn claim(
     }
     let t = c.row;
     let now = Utc::now();
-    Ok(Err(if t.state.is_final() {
+    Ok(Err(if t.state.is_final() && !t.cancel_pending() {
         NotClaimed::Finished(t.state)
     } else if let Some(until) = t.lease_expires_at.filter(|u| *u >= now) {
         NotClaimed::Leased {
@@ -168,183 +299,4 @@ pub async fn record(
 ) -> DbResult<Option<Transaction>> {
     let changed = change(conn, id, Transition::Record { owner, outcome }).await?;
     Ok(changed.and_then(Change::applied_row))
-}
-
-async fn record_statement(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-    owner: &str,
-    outcome: &Outcome,
-) -> DbResult<Option<ChangeRow>> {
-    let s = Record {
-        id,
-        owner,
-        update: outcome.update(),
-    };
-    Prepared(s).get_result(conn).await.optional()
-}
-
-async fn due_now(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-    from: &'static [TxState],
-) -> DbResult<Option<ChangeRow>> {
-    Prepared(DueNow { id, from })
-        .get_result(conn)
-        .await
-        .optional()
-}
-
-/// What every statement here returns: whether it applied, the state before, the row now.
-#[derive(QueryableByName)]
-struct ChangeRow {
-    #[diesel(sql_type = Bool)]
-    applied: bool,
-    #[diesel(sql_type = Text)]
-    previous_state: TxState,
-    #[diesel(embed)]
-    row: Transaction,
-}
-
-/// The shape of every change: `cur` locks the row and keeps it as it was; `upd` writes it when
-/// `$guard` (over `cur`) allows; the result is the updated row, or else the row unchanged.
-macro_rules! guarded {
-    ($set:expr, $guard:expr) => {
-        concat!(
-            "WITH cur AS (SELECT * FROM transactions WHERE id = $1 FOR UPDATE),
-                  upd AS (UPDATE transactions t SET ",
-            $set,
-            " FROM cur WHERE t.id = cur.id AND ",
-            $guard,
-            " RETURNING t.*)
-             SELECT true AS applied, cur.state AS previous_state, upd.* FROM upd, cur
-             UNION ALL
-             SELECT false, cur.state, cur.* FROM cur WHERE NOT EXISTS (SELECT 1 FROM upd)"
-        )
-    };
-}
-
-struct Claim<'a> {
-    id: Uuid,
-    owner: &'a str,
-    lease: PgInterval,
-}
-
-impl FixedSql for Claim<'_> {
-    type Id = Claim<'static>;
-    const SQL: &'static str = guarded!(
-        "lease_owner = $2,
-         lease_expires_at = now() + $3,
-         attempts = t.attempts + 1,
-         state = CASE WHEN t.state = 'pending' THEN 'processing' ELSE t.state END,
-         updated_at = now()",
-        concat!(
-            "cur.",
-            unfinished_sql!(),
-            " AND (cur.lease_expires_at IS NULL OR cur.lease_expires_at < now())
-              -- one second of slack for clock skew between Redis' scheduler and Postgres
-              AND cur.next_attempt_at <= now() + interval '1 second'"
-        )
-    );
-
-    fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        match n {
-            1 => out.push_bind_param::<SqlUuid, _>(&self.id),
-            2 => out.push_bind_param::<Text, _>(self.owner),
-            3 => out.push_bind_param::<Interval, _>(&self.lease),
-            _ => Err(no_parameter(n)),
-        }
-    }
-}
-
-struct Record<'a> {
-    id: Uuid,
-    owner: &'a str,
-    update: Update<'a>,
-}
-
-impl FixedSql for Record<'_> {
-    type Id = Record<'static>;
-    const SQL: &'static str = guarded!(
-        "state = COALESCE($2, t.state),
-         stripe_id = COALESCE($3, t.stripe_id),
-         client_secret = COALESCE($4, t.client_secret),
-         error_code = $5,
-         error_decline_code = $6,
-         error_message = $7,
-         last_error = COALESCE($8, t.last_error),
-         next_attempt_at = CASE WHEN $9::bigint IS NULL THEN t.next_attempt_at
-                                ELSE now() + $9::bigint * interval '1 millisecond' END,
-         lease_owner = NULL,
-         lease_expires_at = NULL,
-         updated_at = now()",
-        "cur.state = ANY($10) AND (NOT $12 OR cur.lease_owner = $11)"
-    );
-
-    fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let u = &self.update;
-        match n {
-            1 => out.push_bind_param::<SqlUuid, _>(&self.id),
-            2 => out.push_bind_param::<Nullable<Text>, _>(&u.state),
-            3 => out.push_bind_param::<Nullable<Text>, _>(&u.stripe_id),
-            4 => out.push_bind_param::<Nullable<Text>, _>(&u.client_secret),
-            5 => out.push_bind_param::<Nullable<Text>, _>(&u.error_code),
-            6 => out.push_bind_param::<Nullable<Text>, _>(&u.error_decline_code),
-            7 => out.push_bind_param::<Nullable<Text>, _>(&u.error_message),
-            8 => out.push_bind_param::<Nullable<Text>, _>(&u.reason),
-            9 => out.push_bind_param::<Nullable<BigInt>, _>(&u.due_in_ms),
-            10 => out.push_bind_param::<Array<Text>, _>(u.from),
-            11 => out.push_bind_param::<Text, _>(self.owner),
-            12 => out.push_bind_param::<Bool, _>(&u.holder_only),
-            _ => Err(no_parameter(n)),
-        }
-    }
-}
-
-/// Stripe says the intent wants 3-D Secure: only a payment that has not reached it moves, and
-/// a worker in the middle of a Stripe call keeps its lease.
-struct StripeAction<'a> {
-    id: Uuid,
-    stripe_id: &'a str,
-    client_secret: &'a str,
-}
-
-impl FixedSql for StripeAction<'_> {
-    type Id = StripeAction<'static>;
-    const SQL: &'static str = guarded!(
-        "state = 'requires_action',
-         stripe_id = COALESCE(t.stripe_id, $2),
-         client_secret = $3,
-         updated_at = now()",
-        "cur.state = ANY($4)"
-    );
-
-    fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        match n {
-            1 => out.push_bind_param::<SqlUuid, _>(&self.id),
-            2 => out.push_bind_param::<Text, _>(self.stripe_id),
-            3 => out.push_bind_param::<Text, _>(self.client_secret),
-            4 => out.push_bind_param::<Array<Text>, _>(TxState::RequiresAction.predecessors()),
-            _ => Err(no_parameter(n)),
-        }
-    }
-}
-
-/// Makes the payment due now, if it is in one of `from`.
-struct DueNow {
-    id: Uuid,
-    from: &'static [TxState],
-}
-
-impl FixedSql for DueNow {
-    type Id = DueNow;
-    const SQL: &'static str = guarded!("next_attempt_at = now()", "cur.state = ANY($2)");
-
-    fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        match n {
-            1 => out.push_bind_param::<SqlUuid, _>(&self.id),
-            2 => out.push_bind_param::<Array<Text>, _>(self.from),
-            _ => Err(no_parameter(n)),
-        }
-    }
 }

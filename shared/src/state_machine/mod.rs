@@ -8,12 +8,15 @@
 //! pending         ──▶ processing | requires_action | complete | failed
 //! processing      ──▶ requires_action | complete | failed
 //! requires_action ──▶ complete | failed
+//! failed          ──▶ complete
 //! complete        (final)
-//! failed          (final)
 //! ```
 //! A state only moves forward. Every change is guarded in SQL by the states it may leave from,
 //! so a job delivered twice or a late answer can never move a payment back. A worker that
 //! re-reads a `requires_action` payment (a 3-D Secure re-check) claims it without moving it.
+//! The one move out of `failed` is the correction to `complete`: Stripe's `succeeded` always
+//! wins (a webhook, a read of the intent, the reconciler), and the correction is recorded as a
+//! discrepancy.
 //!
 //! - [`change`]: every state change (claim, record, Stripe's webhook, the 3-D Secure re-check,
 //!   an operator's retry), through one function that returns the previous and the new state.
@@ -23,6 +26,7 @@
 
 pub mod change;
 pub mod outcome;
+mod statements;
 pub mod sweep;
 
 use std::fmt;
@@ -71,7 +75,7 @@ impl TxState {
         TxState::RequiresAction,
     ];
 
-    /// The states a payment ends in.
+    /// The states a payment ends in (`failed` can still be corrected to `complete`).
     pub const FINAL: [TxState; 2] = [TxState::Complete, TxState::Failed];
 
     pub fn as_str(self) -> &'static str {
@@ -92,14 +96,16 @@ impl TxState {
         Self::FINAL.contains(&self)
     }
 
-    /// The states a transaction may move to `self` from: exactly those before it.
+    /// The states a transaction may move to `self` from: those before it, and for `complete`
+    /// also `failed` (the correction, when Stripe reports the payment charged after all).
     pub fn predecessors(self) -> &'static [TxState] {
         use TxState::*;
         match self {
             Pending => &[],
             Processing => &[Pending],
             RequiresAction => &[Pending, Processing],
-            Complete | Failed => &[Pending, Processing, RequiresAction],
+            Complete => &[Pending, Processing, RequiresAction, Failed],
+            Failed => &[Pending, Processing, RequiresAction],
         }
     }
 
@@ -156,14 +162,23 @@ mod tests {
     }
 
     #[test]
-    fn final_states_have_no_successor() {
+    fn the_only_move_out_of_a_final_state_is_the_correction_to_complete() {
         for st in TxState::ALL {
             for next in TxState::ALL {
-                if next.predecessors().contains(&st) {
-                    assert!(!st.is_final(), "{st} is final but may move to {next}");
+                if next.predecessors().contains(&st) && st.is_final() {
+                    assert_eq!(
+                        (st, next),
+                        (TxState::Failed, TxState::Complete),
+                        "{st} is final but may move to {next}"
+                    );
                 }
             }
         }
+        assert!(
+            !TxState::Complete
+                .predecessors()
+                .contains(&TxState::Complete)
+        );
     }
 
     #[test]

@@ -33,8 +33,8 @@ pub(crate) use unfinished_sql;
 /// The unfinished states as [`unfinished_sql!`] writes them, for tests.
 pub const UNFINISHED_SQL: &str = unfinished_sql!();
 
-/// Finds unfinished payments whose job looks lost (due for longer than `after`, no live lease)
-/// and marks them due now, so that no sweeper takes them again for another `after` while the
+/// Finds unfinished payments (and failed ones with an intent to cancel) whose job looks lost
+/// (due for longer than `after`, no live lease) and marks them due now, so that no sweeper takes them again for another `after` while the
 /// job the caller enqueues for each id returned runs. Not a state change: only the schedule.
 pub async fn sweep(
     conn: &mut AsyncPgConnection,
@@ -46,12 +46,20 @@ pub async fn sweep(
         #[diesel(sql_type = SqlUuid)]
         id: Uuid,
     }
-    let rows: Vec<Row> = Prepared(Sweep {
+    let mut rows: Vec<Row> = Prepared(Sweep {
         after: interval(after),
         limit,
     })
     .load(conn)
     .await?;
+    // Failed payments whose intent is still to cancel: their jobs get lost the same ways.
+    let cancels: Vec<Row> = Prepared(SweepCancels {
+        after: interval(after),
+        limit,
+    })
+    .load(conn)
+    .await?;
+    rows.extend(cancels);
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
 
@@ -79,6 +87,34 @@ impl FixedSql for Sweep {
              FOR UPDATE SKIP LOCKED)
          RETURNING id"
     );
+
+    fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        match n {
+            1 => out.push_bind_param::<Interval, _>(&self.after),
+            2 => out.push_bind_param::<BigInt, _>(&self.limit),
+            _ => Err(no_parameter(n)),
+        }
+    }
+}
+
+struct SweepCancels {
+    after: PgInterval,
+    limit: i64,
+}
+
+impl FixedSql for SweepCancels {
+    type Id = SweepCancels;
+    // The predicate of `transactions_cancel_pending_idx` (migration 000004), spelled the same.
+    const SQL: &'static str = "UPDATE transactions SET next_attempt_at = now()
+         WHERE id IN (
+             SELECT id FROM transactions
+             WHERE cancel_requested_at IS NOT NULL AND canceled_at IS NULL
+               AND next_attempt_at < now() - $1
+               AND (lease_expires_at IS NULL OR lease_expires_at < now())
+             ORDER BY next_attempt_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED)
+         RETURNING id";
 
     fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         match n {

@@ -2,7 +2,9 @@
 //! lost, stuck, double-charged or mismatched.
 //!
 //! Flags: `--payments N` (3000) `--workers N` (4) `--concurrency N` (32) `--kill-every-ms N`
-//! (1500) `--max-kills N` (25) `--seed N` (7) `--no-postgres-restart` `--no-redis-empty` `--drain-timeout-secs N` (300).
+//! (1500) `--max-kills N` (25) `--seed N` (7) `--no-postgres-restart` `--no-redis-empty`
+//! `--drain-timeout-secs N` (300) `--search-lag-ms N` (60000) `--outage-ms N` (6000, longer than
+//! the run's `SWEEP_AFTER_MS` of 4000) `--disconnect-every N` (25) `--late-confirm-every N` (3).
 
 use std::time::Duration;
 
@@ -33,6 +35,10 @@ async fn main() -> anyhow::Result<()> {
         empty_redis: !args.iter().any(|a| a == "--no-redis-empty"),
         restart_postgres: !args.iter().any(|a| a == "--no-postgres-restart"),
         drain_timeout: Duration::from_secs(flag(&args, "--drain-timeout-secs", 300)?),
+        search_lag: Duration::from_millis(flag(&args, "--search-lag-ms", 60_000)?),
+        outage: Duration::from_millis(flag(&args, "--outage-ms", 6_000)?),
+        disconnect_every: flag(&args, "--disconnect-every", 25)?,
+        late_confirm_every: flag(&args, "--late-confirm-every", 3)?,
         log_dir: bin_dir.join("chaos-logs"),
         bin_dir,
     };

@@ -1,29 +1,31 @@
-//! The `StripeCharge` job: one attempt at charging one transaction.
+//! The `StripeCharge` job: one attempt at moving one transaction on.
 //!
 //! 1. While the circuit breaker is open, put the job back for later: no Stripe call, no
 //!    attempt spent.
-//! 2. Claim the row in Postgres (a lease, so two deliveries never call Stripe at once; the
-//!    attempt is counted there, so crashes cannot make retries unbounded).
-//! 3. One Stripe call with the transaction's own idempotency key, or a lookup when the charge
-//!    policy says so (`crate::policy`: attempts spent, an old key, an answer that stays
-//!    ambiguous).
-//! 4. Record what Stripe said, forward-only; for a transient failure, schedule the next
-//!    attempt as a new delayed job.
+//! 2. Claim the row in Postgres: a lease, so two deliveries never call Stripe at once, kept
+//!    long enough to cover every call (`crate::lease`); a charge attempt is counted there, so
+//!    crashes cannot make retries unbounded.
+//! 3. The Stripe calls the charge policy's step asks for (`crate::policy`): create the intent
+//!    unconfirmed, store its id, confirm it; or read it back, re-check 3-D Secure, cancel it.
+//! 4. Record what Stripe said, forward-only; schedule what comes next (a retry, a re-check, a
+//!    cancel) as a job of its own.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apalis::prelude::{BoxDynError, Data};
 use chrono::Utc;
 use rand::RngExt;
 use shared::db::PgPool;
-use shared::models::Transaction;
+use shared::intent;
+use shared::models::{Transaction, TxError};
 use shared::queue::{ChargeQueue, StripeCharge};
 use shared::settings::RetrySettings;
-use shared::state_machine::change::{self, NotClaimed};
-use shared::state_machine::outcome::Outcome;
+use shared::state_machine::change::{self, NotClaimed, Transition};
+use shared::state_machine::outcome::{IntentAfter, Outcome};
 
-use crate::policy::{self, Step, Verdict};
+use crate::lease::Lease;
+use crate::policy::{self, Attempt, Call, Step, Verdict};
 use crate::stripe::Stripe;
 
 /// What every job needs; one per worker process, shared behind an `Arc`.
@@ -33,8 +35,9 @@ pub struct ChargeContext {
     pub stripe: Stripe,
     pub retry: RetrySettings,
     pub lease: Duration,
-    /// How long a payment waiting for 3-D Secure rests before the worker reads it again.
+    /// The first 3-D Secure re-check's delay (they double from there).
     pub recheck: Duration,
+    pub requires_action_timeout: Duration,
     /// This process's worker name: the lease owner written into claimed rows.
     pub owner: String,
 }
@@ -80,7 +83,8 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
         }
     };
 
-    // 2. The pooled connection goes back before the Stripe call, which can take seconds.
+    // 2. The pooled connection goes back before the Stripe calls, which can take seconds.
+    let taken_at = Instant::now();
     let claimed = {
         let mut conn = ctx.db.get().await.map_err(db_err)?;
         let claim = change::claim(&mut conn, id, &ctx.owner, ctx.lease);
@@ -89,17 +93,42 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
             Err(why) => return not_claimed(why),
         }
     };
+    let mut lease = Lease::taken(&ctx.db, id, &ctx.owner, ctx.lease, taken_at);
 
     // 3.
-    let verdict = decide(ctx, &claimed).await;
-    let outcome = policy::outcome(verdict, claimed.attempts, &ctx.retry, ctx.recheck);
+    let step = policy::first_step(
+        &claimed,
+        &ctx.retry,
+        ctx.requires_action_timeout,
+        Utc::now(),
+    );
+    let verdict = decide(ctx, &claimed, step, &mut lease).await;
+    if lease.lost() {
+        // Another worker has the payment now; it will learn what this one would have.
+        count_job("lease_lost");
+        return Ok(());
+    }
+
+    // 4.
+    let outcome = match (step, verdict) {
+        (Step::Cancel, Verdict::Canceled { .. }) => return canceled(ctx, &claimed).await,
+        (_, verdict) => policy::outcome(
+            verdict,
+            &Attempt {
+                txn: &claimed,
+                retry: &ctx.retry,
+                recheck: ctx.recheck,
+                requires_action_timeout: ctx.requires_action_timeout,
+                now: Utc::now(),
+            },
+        ),
+    };
     tracing::info!(
+        ?step,
         attempt = claimed.attempts,
         outcome = outcome.name(),
         "charge attempt done"
     );
-
-    // 4.
     let recorded = match record(ctx, id, &outcome).await {
         Ok(row) => row,
         // Stripe has answered: one more try on a fresh connection (one Postgres closed between
@@ -113,14 +142,25 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
     if matches!(outcome, Outcome::Retry { .. }) {
         metrics::counter!("payments_charge_retries_total").increment(1);
     }
-    if let (Some(_), Outcome::Retry { delay, .. }) = (recorded, &outcome) {
-        // If this push fails the row still says when it is due, and the sweeper re-enqueues it.
+    // If this push fails the row still says when it is due, and the sweeper re-enqueues it.
+    if let Some(delay) = recorded.as_ref().and_then(|row| next_job(row, &outcome)) {
         ctx.queue
-            .enqueue(id, Some(*delay))
+            .enqueue(id, Some(delay))
             .await
             .map_err(|e| Redeliver(e.to_string()))?;
     }
     Ok(())
+}
+
+/// When the job that moves the payment on must run: a retry after its backoff, a 3-D Secure
+/// re-check after its delay, a cancel at once.
+fn next_job(row: &Transaction, outcome: &Outcome) -> Option<Duration> {
+    match outcome {
+        Outcome::Retry { delay, .. } => Some(*delay),
+        Outcome::RequiresAction { recheck_in, .. } => Some(*recheck_in),
+        Outcome::Failed { .. } if row.cancel_pending() => Some(Duration::ZERO),
+        _ => None,
+    }
 }
 
 /// The row when the outcome was written.
@@ -133,6 +173,20 @@ async fn record(
     change::record(&mut conn, id, &ctx.owner, outcome)
         .await
         .map_err(db_err)
+}
+
+async fn canceled(ctx: &ChargeContext, txn: &Transaction) -> Result<(), Redeliver> {
+    let mut conn = ctx.db.get().await.map_err(db_err)?;
+    let done = Transition::Canceled { owner: &ctx.owner };
+    change::change(&mut conn, txn.id, done)
+        .await
+        .map_err(db_err)?;
+    tracing::info!(
+        stripe_id = txn.stripe_id.as_deref(),
+        "failed payment's intent canceled"
+    );
+    count_job("canceled");
+    Ok(())
 }
 
 /// Why the claim failed decides whether this delivery is dropped or retried.
@@ -155,29 +209,120 @@ fn not_claimed(why: NotClaimed) -> Result<(), Redeliver> {
     Ok(())
 }
 
-/// The Stripe call, or only a lookup, as the charge policy says.
-async fn decide(ctx: &ChargeContext, txn: &Transaction) -> Verdict {
-    match policy::first_step(txn, &ctx.retry, Utc::now()) {
-        Step::Resolve => return policy::resolved(ctx.stripe.lookup(txn).await),
-        Step::LookUpFirst => match ctx.stripe.lookup(txn).await {
-            Ok(Some(found)) => return found,
-            Ok(None) => {}
-            Err(e) => return policy::transient(format!("lookup failed: {e}")),
+/// The Stripe calls of `step`, and what they decided.
+async fn decide(ctx: &ChargeContext, txn: &Transaction, step: Step, lease: &mut Lease) -> Verdict {
+    let stripe = &ctx.stripe;
+    let was_unknown = txn.outcome_unknown_since.is_some();
+    let Some(stripe_id) = txn.stripe_id.clone() else {
+        return match step {
+            Step::Create => create_and_confirm(ctx, txn, lease).await,
+            // Never confirmed, so never charged: Stripe holds at most an intent nobody can
+            // confirm (the reconciler lists it).
+            _ => not_reached(),
+        };
+    };
+    match step {
+        Step::Create | Step::Inspect => match read(stripe, &stripe_id, was_unknown, lease).await {
+            Verdict::AwaitingConfirm { stripe_id } => confirm(ctx, txn, &stripe_id, lease).await,
+            v => v,
         },
-        Step::Charge => {}
+        Step::Resolve | Step::Recheck => read(stripe, &stripe_id, was_unknown, lease).await,
+        Step::GiveUp => match read(stripe, &stripe_id, was_unknown, lease).await {
+            // Every confirm was refused before it ran: not charged; cancel the intent.
+            Verdict::AwaitingConfirm { stripe_id } => Verdict::Declined {
+                stripe_id: Some(stripe_id),
+                error: not_reached_error(),
+                intent: IntentAfter::Cancel,
+            },
+            v => v,
+        },
+        Step::Abandon | Step::Cancel => {
+            let abandoned = step == Step::Abandon;
+            let answer = stripe.cancel(txn, &stripe_id, abandoned, lease).await;
+            match policy::classify(Call::Cancel, answer, false) {
+                // "Already succeeded" or "already canceled": the intent says which.
+                Verdict::ReadBack => read(stripe, &stripe_id, was_unknown, lease).await,
+                v => v,
+            }
+        }
     }
-    let verdict = ctx.stripe.charge(txn).await;
-    if policy::look_up_after(&verdict, txn.attempts)
-        && let Ok(Some(found)) = ctx.stripe.lookup(txn).await
-    {
-        return found;
-    }
-    verdict
 }
 
-/// `payments_jobs_total{outcome}`: complete, failed, requires_action, retry (a charge attempt
-/// that will be retried), skipped (nothing to do: duplicate or finished), deferred (circuit
-/// open), redelivered (could not record; apalis runs it again).
+/// Reads the intent back (a consistent read) and says what it means.
+async fn read(stripe: &Stripe, stripe_id: &str, was_unknown: bool, lease: &mut Lease) -> Verdict {
+    let answer = stripe.retrieve(stripe_id, Some(lease)).await;
+    policy::classify(Call::Retrieve, answer, was_unknown)
+}
+
+/// Creates the intent unconfirmed, stores its id, and confirms it by that id.
+async fn create_and_confirm(ctx: &ChargeContext, txn: &Transaction, lease: &mut Lease) -> Verdict {
+    let created = match ctx.stripe.create(txn, lease).await {
+        Ok(facts) => facts,
+        Err(e) => return policy::classify(Call::Create, Err(e), false),
+    };
+    let stored = async {
+        let mut conn = ctx.db.get().await.map_err(|e| e.to_string())?;
+        let store = Transition::IntentCreated {
+            owner: &ctx.owner,
+            stripe_id: &created.id,
+            client_secret: created.client_secret.as_deref(),
+        };
+        change::change(&mut conn, txn.id, store)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match stored.await {
+        // The id stored (an earlier one, if another create under an expired key made this one).
+        Ok(Some(c)) if c.applied => match c.row.stripe_id {
+            Some(id) => confirm(ctx, txn, &id, lease).await,
+            None => policy::transient("intent id not stored".into(), false),
+        },
+        // Not stored, so not confirmed: nothing can have been charged.
+        Ok(_) => policy::transient("lease lost before the intent was stored".into(), false),
+        Err(e) => policy::transient(format!("storing the intent id: {e}"), false),
+    }
+}
+
+async fn confirm(
+    ctx: &ChargeContext,
+    txn: &Transaction,
+    stripe_id: &str,
+    lease: &mut Lease,
+) -> Verdict {
+    let answer = ctx.stripe.confirm(txn, stripe_id, lease).await;
+    match policy::classify(Call::Confirm, answer, txn.outcome_unknown_since.is_some()) {
+        // Refused for the intent's state: the intent says what happened.
+        Verdict::ReadBack => match read(&ctx.stripe, stripe_id, true, lease).await {
+            Verdict::AwaitingConfirm { stripe_id } => Verdict::Declined {
+                stripe_id: Some(stripe_id),
+                error: intent::invalid_request(),
+                intent: IntentAfter::Cancel,
+            },
+            v => v,
+        },
+        v => v,
+    }
+}
+
+fn not_reached_error() -> TxError {
+    TxError {
+        code: "processing_error".into(),
+        decline_code: None,
+        message: intent::NOT_REACHED.into(),
+    }
+}
+
+fn not_reached() -> Verdict {
+    Verdict::Declined {
+        stripe_id: None,
+        error: not_reached_error(),
+        intent: IntentAfter::Nothing,
+    }
+}
+
+/// `payments_jobs_total{outcome}`: complete, failed, requires_action, retry (an attempt that
+/// will be retried), canceled (a failed payment's intent), skipped (nothing to do: duplicate or
+/// finished), deferred (circuit open), lease_lost, redelivered (could not record).
 fn count_job(outcome: &'static str) {
     metrics::counter!("payments_jobs_total", "outcome" => outcome).increment(1);
 }

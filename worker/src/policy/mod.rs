@@ -1,11 +1,17 @@
 //! The charge policy: what each Stripe answer means for a payment, and what to do next.
 //!
-//! - Before a call: [`first_step`] (charge, look the intent up first when our idempotency key
-//!   may have expired, or only resolve once the attempts are spent).
-//! - After a call: [`classify`] turns an answer (an intent, an error, no answer) into a
-//!   [`Verdict`]; [`look_up_after`] says when an ambiguous answer calls for a lookup;
-//!   [`resolved`] reads a lookup's result.
-//! - Then [`outcome`]: the verdict as the state change to record, with the backoff of a retry.
+//! Money moves only when an intent whose id we hold is confirmed: the worker creates the
+//! intent unconfirmed, stores its id, then confirms it by id. So "not charged" is never
+//! concluded from an eventually consistent read (search): either Stripe's consistent read of
+//! the intent says so, or we never sent a confirm.
+//!
+//! - Before an attempt: [`first_step`] (create, inspect an intent we hold, resolve a confirm
+//!   whose answer was lost, re-check 3-D Secure, abandon it, cancel a failed payment's intent,
+//!   or give up on one never confirmed).
+//! - After each call: [`classify`] turns an answer (an intent, an error, none) into a
+//!   [`Verdict`].
+//! - Then [`outcome`] (in `schedule.rs`): the verdict as the change to record, with the backoff
+//!   of a retry or the delay of a 3-D Secure re-check.
 //! - Which failures are outages (the breaker counts them) and which are alarms about our own
 //!   configuration, never verdicts on a card: [`is_outage`], [`is_alarm`].
 //!
@@ -13,21 +19,17 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
-use rand::RngExt;
+use chrono::{DateTime, Utc};
 use shared::intent::{self, IntentFacts, IntentVerdict, PaymentError};
 use shared::models::{Transaction, TxError};
 use shared::settings::RetrySettings;
-use shared::state_machine::outcome::Outcome;
+use shared::state_machine::TxState;
+use shared::state_machine::outcome::IntentAfter;
 
 use crate::stripe::http::{CallError, ErrorObject};
 
-/// Stripe may forget an idempotency key after 24 hours; past this age a create could run
-/// again, so the intent is looked up first.
-pub const KEY_SAFE_AGE: TimeDelta = TimeDelta::hours(23);
-
-/// Ambiguous answers (5xx) tolerated with the same key before the intent is looked up.
-pub const UNKNOWN_BEFORE_LOOKUP: i32 = 3;
+mod schedule;
+pub use schedule::{Attempt, backoff, outcome, recheck_delay};
 
 /// What a Stripe answer (or the lack of one) means.
 #[derive(Clone, Debug)]
@@ -39,30 +41,43 @@ pub enum Verdict {
         stripe_id: String,
         client_secret: String,
     },
-    /// Stripe says the card was not charged and will not be for this transaction.
+    /// Stripe says the card was not charged.
     Declined {
         stripe_id: Option<String>,
         error: TxError,
+        intent: IntentAfter,
     },
-    /// Try again later with the same key: timeouts, connection errors, 429, 409, `processing`,
-    /// our own configuration refused. `retry_after` when Stripe named a wait.
+    /// The intent waits for a confirm: none of ours executed.
+    AwaitingConfirm {
+        stripe_id: String,
+    },
+    /// Stripe canceled the intent at our request.
+    Canceled {
+        stripe_id: String,
+    },
+    /// The request was refused because of the intent's state: read the intent back.
+    ReadBack,
+    /// Stripe refused our configuration (key, permission, account): retried, and the attempt
+    /// it cost is given back, so the payment waits for the fix instead of running out.
+    Alarm {
+        reason: String,
+        outcome_unknown: bool,
+    },
+    /// Try again later with the same keys. `outcome_unknown`: a confirm may have executed.
     Transient {
         stripe_id: Option<String>,
         reason: String,
         retry_after: Option<Duration>,
-    },
-    /// The answer does not tell what happened (a 5xx, perhaps stored and replayed; a key used
-    /// with other parameters): retry with the same key, and look the intent up if it persists.
-    Unknown {
-        reason: String,
+        outcome_unknown: bool,
     },
 }
 
-pub fn transient(reason: String) -> Verdict {
+pub fn transient(reason: String, outcome_unknown: bool) -> Verdict {
     Verdict::Transient {
         stripe_id: None,
         reason,
         retry_after: None,
+        outcome_unknown,
     }
 }
 
@@ -70,16 +85,20 @@ pub fn transient(reason: String) -> Verdict {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
     Create,
+    Confirm,
     Retrieve,
-    Search,
+    Cancel,
+    List,
 }
 
 impl Call {
     pub fn as_str(self) -> &'static str {
         match self {
             Call::Create => "create",
+            Call::Confirm => "confirm",
             Call::Retrieve => "retrieve",
-            Call::Search => "search",
+            Call::Cancel => "cancel",
+            Call::List => "list",
         }
     }
 }
@@ -87,105 +106,134 @@ impl Call {
 /// How an attempt starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Create (or, with the intent's id known, retrieve) with the transaction's own key.
-    Charge,
-    /// The key may have expired at Stripe, so a create could charge a second time: look the
-    /// intent up, and create only if there is none.
-    LookUpFirst,
-    /// Every create was answered or timed out at least one backoff ago, so none can still be
-    /// executing: ask Stripe what happened instead of sending again.
+    /// No intent yet: create it unconfirmed, store its id, confirm it.
+    Create,
+    /// We hold the intent's id: read it; confirm it if it still waits for a confirm.
+    Inspect,
+    /// A confirm was sent and its answer lost: read the intent back (not a charge attempt).
     Resolve,
+    /// Waiting for the customer's 3-D Secure: read the intent back.
+    Recheck,
+    /// 3-D Secure not completed in time: cancel the intent; the payment fails unless Stripe
+    /// says it succeeded meanwhile.
+    Abandon,
+    /// The payment failed with an intent that could still be confirmed: cancel it.
+    Cancel,
+    /// Every attempt spent without a definite answer: read the intent if we hold one; a
+    /// payment never confirmed was not charged.
+    GiveUp,
 }
 
-pub fn first_step(txn: &Transaction, retry: &RetrySettings, now: DateTime<Utc>) -> Step {
-    if txn.attempts > retry.max_attempts {
-        Step::Resolve
-    } else if txn.stripe_id.is_none() && now - txn.created_at > KEY_SAFE_AGE {
-        Step::LookUpFirst
-    } else {
-        Step::Charge
-    }
-}
-
-/// The same key keeps replaying an ambiguous answer (a stored 500): look the intent up.
-pub fn look_up_after(verdict: &Verdict, attempts: i32) -> bool {
-    matches!(verdict, Verdict::Unknown { .. }) && attempts >= UNKNOWN_BEFORE_LOOKUP
-}
-
-/// What a lookup found. Found: its status is the answer. Not found: Stripe never created a
-/// PaymentIntent for it, so the card was not charged and the payment fails. Lookup failed
-/// (including a known intent Stripe says it does not have): try again later, never guess.
-pub fn resolved(lookup: Result<Option<Verdict>, String>) -> Verdict {
-    match lookup {
-        Ok(Some(v)) => v,
-        Ok(None) => Verdict::Declined {
-            stripe_id: None,
-            error: TxError {
-                code: "processing_error".into(),
-                decline_code: None,
-                message: intent::NOT_REACHED.into(),
-            },
-        },
-        Err(e) => transient(format!("lookup failed: {e}")),
+pub fn first_step(
+    txn: &Transaction,
+    retry: &RetrySettings,
+    requires_action_timeout: Duration,
+    now: DateTime<Utc>,
+) -> Step {
+    let waited = |since: Option<DateTime<Utc>>| {
+        since.map_or(Duration::ZERO, |s| (now - s).to_std().unwrap_or_default())
+    };
+    match txn.state {
+        TxState::Failed => Step::Cancel,
+        TxState::RequiresAction if waited(txn.requires_action_since) >= requires_action_timeout => {
+            Step::Abandon
+        }
+        TxState::RequiresAction => Step::Recheck,
+        _ if txn.outcome_unknown_since.is_some() => Step::Resolve,
+        _ if txn.attempts > retry.max_attempts => Step::GiveUp,
+        _ if txn.stripe_id.is_none() => Step::Create,
+        _ => Step::Inspect,
     }
 }
 
 /// An intent's status as a verdict.
 pub fn verdict_for_intent(facts: IntentFacts) -> Verdict {
     let stripe_id = facts.id.clone();
+    match facts.status.as_deref() {
+        Some("requires_confirmation") => return Verdict::AwaitingConfirm { stripe_id },
+        Some("canceled") => return Verdict::Canceled { stripe_id },
+        _ => {}
+    }
     match intent::verdict(&facts) {
         IntentVerdict::Succeeded => Verdict::Succeeded { stripe_id },
         IntentVerdict::RequiresAction { client_secret } => Verdict::RequiresAction {
             stripe_id,
             client_secret,
         },
+        // Back to `requires_payment_method`: it can be confirmed again, so it is canceled.
         IntentVerdict::NotCharged(error) => Verdict::Declined {
             stripe_id: Some(stripe_id),
             error,
+            intent: IntentAfter::Cancel,
         },
+        // `processing`: Stripe has not decided; nobody knows yet whether money moved.
         IntentVerdict::Undecided(reason) => Verdict::Transient {
             stripe_id: Some(stripe_id),
             reason,
             retry_after: None,
+            outcome_unknown: true,
         },
     }
 }
 
-/// An answer to `call` as a verdict.
-pub fn classify(call: Call, result: Result<IntentFacts, CallError>) -> Verdict {
-    match result {
+/// An answer to `call` as a verdict. `was_unknown`: the payment's outcome was unknown before
+/// this call (an answer that settles nothing keeps it so).
+pub fn classify(call: Call, answer: Result<IntentFacts, CallError>, was_unknown: bool) -> Verdict {
+    // A confirm that may have executed leaves the outcome unknown until a read settles it.
+    let maybe_ran = was_unknown || call == Call::Confirm;
+    match answer {
         Ok(facts) => verdict_for_intent(facts),
-        Err(e) if is_alarm(call, &e).is_some() => transient(e.to_string()),
+        Err(e) if is_alarm(call, &e).is_some() => Verdict::Alarm {
+            reason: e.to_string(),
+            outcome_unknown: was_unknown,
+        },
         Err(CallError::Api {
             status,
             error,
             retry_after,
             should_retry,
-        }) => verdict_for_error(&error, status, retry_after, should_retry),
+        }) => verdict_for_error(
+            call,
+            &error,
+            status,
+            retry_after,
+            should_retry,
+            maybe_ran,
+            was_unknown,
+        ),
+        // Never left, or refused before anything ran.
+        Err(e @ (CallError::Connect(_) | CallError::NotSent(_))) => {
+            transient(e.to_string(), was_unknown)
+        }
         // No (readable) answer: the request may have executed. The same key makes the retry
         // safe: Stripe replays what it did.
-        Err(e) => transient(e.to_string()),
+        Err(e) => transient(e.to_string(), maybe_ran && call != Call::Cancel),
     }
 }
 
 fn verdict_for_error(
+    call: Call,
     err: &ErrorObject,
     status: u16,
     retry_after: Option<Duration>,
     should_retry: Option<bool>,
+    maybe_ran: bool,
+    was_unknown: bool,
 ) -> Verdict {
     let reason = format!(
         "stripe {status} {} {}",
         err.type_,
         err.code.as_deref().unwrap_or("-")
     );
-    let transient = |reason| Verdict::Transient {
+    let transient = |reason, outcome_unknown| Verdict::Transient {
         stripe_id: None,
         reason,
         retry_after,
+        outcome_unknown,
     };
     match (err.type_.as_str(), status) {
-        // A decline is Stripe's final word, whatever else the response says.
+        // A decline is Stripe's final word, whatever else the response says; the intent is
+        // back to `requires_payment_method` and is canceled.
         ("card_error", _) => Verdict::Declined {
             stripe_id: err.payment_intent.clone(),
             error: intent::customer_error(Some(&PaymentError {
@@ -194,36 +242,35 @@ fn verdict_for_error(
                 decline_code: err.decline_code.clone(),
                 message: err.message.clone(),
             })),
+            intent: IntentAfter::Cancel,
         },
-        // The first request with our key is still running at Stripe.
-        ("idempotency_error", 409) => transient(reason),
-        // Our key met different parameters: only a lookup can tell what the first one did.
-        ("idempotency_error", _) => Verdict::Unknown { reason },
-        // 5xx may have executed; Stripe may even have stored it and replay it for our key.
-        (_, 500..=599) => Verdict::Unknown { reason },
+        // Rate limits and collisions are answered before anything runs; but a collision on a
+        // confirm means our own earlier confirm is still executing.
+        (_, 429) => transient(reason, was_unknown),
+        ("idempotency_error", _) | (_, 409) | (_, 500..=599) => transient(reason, maybe_ran),
         // Stripe-Should-Retry overrides the guess from the status code.
-        _ if should_retry == Some(true) => transient(reason),
-        // Refused before doing anything (bad parameters, unknown payment method): retrying
-        // cannot help, and nothing was charged.
-        ("invalid_request_error", 400 | 402 | 404) => {
-            tracing::warn!(
-                detail = err.message.as_deref().unwrap_or("invalid request"),
-                "stripe rejected the request as invalid"
-            );
+        _ if should_retry == Some(true) => transient(reason, maybe_ran),
+        ("invalid_request_error", 400 | 402 | 404) => refused(call, reason, was_unknown),
+        _ if should_retry == Some(false) => refused(call, reason, was_unknown),
+        // Anything new: not the customer's fault; try later.
+        _ => transient(reason, maybe_ran),
+    }
+}
+
+/// Stripe refused the request. A create refused can never charge (nothing was confirmed); a
+/// confirm or cancel refused for the intent's state needs a read of the intent.
+fn refused(call: Call, reason: String, was_unknown: bool) -> Verdict {
+    match call {
+        Call::Create => {
+            tracing::warn!(detail = %reason, "stripe rejected the payment as invalid");
             Verdict::Declined {
                 stripe_id: None,
                 error: intent::invalid_request(),
+                intent: IntentAfter::Nothing,
             }
         }
-        _ if should_retry == Some(false) => {
-            tracing::warn!(detail = %reason, "stripe rejected the request as invalid");
-            Verdict::Declined {
-                stripe_id: None,
-                error: intent::invalid_request(),
-            }
-        }
-        // 429 and anything new: not the customer's fault; try later.
-        _ => transient(reason),
+        Call::Confirm | Call::Cancel => Verdict::ReadBack,
+        Call::Retrieve | Call::List => transient(reason, was_unknown),
     }
 }
 
@@ -235,94 +282,27 @@ pub fn is_outage(e: &CallError) -> bool {
         | CallError::Connect(_)
         | CallError::Broken(_)
         | CallError::Unreadable { .. } => true,
+        CallError::NotSent(_) => false,
     }
 }
 
 /// Answers that say nothing about the payment and everything about our setup: a refused key
 /// (401, a rolled or test/live mixed key), a refused permission (403, a restricted key), and a
-/// missing intent we created ourselves (404 on retrieve: the wrong account or mode). Never a
-/// verdict on the payment: the payment is retried, the breaker counts them, ops are alarmed.
+/// missing intent we created ourselves (404 on reading, confirming or canceling it: the wrong
+/// account or mode). Never a verdict on the payment: the payment is retried, the breaker counts
+/// them, ops are alarmed.
 pub fn is_alarm(call: Call, e: &CallError) -> Option<&'static str> {
     match e {
         CallError::Api { status: 401, .. } => Some("authentication"),
         CallError::Api { status: 403, .. } => Some("permission"),
-        CallError::Api { status: 404, .. } if call == Call::Retrieve => Some("intent_missing"),
+        CallError::Api {
+            status: 404, error, ..
+        } if call != Call::Create && error.code.as_deref() == Some("resource_missing") => {
+            Some("intent_missing")
+        }
         _ => None,
     }
 }
 
-/// Delay before attempt `attempts + 1`: `base * 2^(attempts-1)`, capped at `max`, then drawn
-/// uniformly from its upper half, so workers that failed together do not retry together.
-pub fn backoff(settings: &RetrySettings, attempts: i32) -> Duration {
-    let exp = attempts.saturating_sub(1).clamp(0, 30) as u32;
-    let ceiling = settings
-        .base_delay
-        .saturating_mul(2u32.saturating_pow(exp))
-        .min(settings.max_delay);
-    let half = ceiling / 2;
-    let jitter_ms = rand::rng().random_range(0..=half.as_millis().max(1) as u64);
-    half + Duration::from_millis(jitter_ms)
-}
-
-/// The verdict as the change to record: a retry waits out its backoff (or Stripe's
-/// `Retry-After`, if longer); a payment waiting for 3-D Secure is read again after `recheck`.
-pub fn outcome(
-    verdict: Verdict,
-    attempts: i32,
-    retry: &RetrySettings,
-    recheck: Duration,
-) -> Outcome {
-    let delay =
-        |at_least: Option<Duration>| backoff(retry, attempts).max(at_least.unwrap_or_default());
-    match verdict {
-        Verdict::Succeeded { stripe_id } => Outcome::Complete { stripe_id },
-        Verdict::RequiresAction {
-            stripe_id,
-            client_secret,
-        } => Outcome::RequiresAction {
-            stripe_id,
-            client_secret,
-            recheck_in: recheck,
-        },
-        Verdict::Declined { stripe_id, error } => Outcome::Failed { stripe_id, error },
-        Verdict::Transient {
-            stripe_id,
-            reason,
-            retry_after,
-        } => Outcome::Retry {
-            stripe_id,
-            reason,
-            delay: delay(retry_after),
-        },
-        Verdict::Unknown { reason } => Outcome::Retry {
-            stripe_id: None,
-            reason,
-            delay: delay(None),
-        },
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> RetrySettings {
-        RetrySettings {
-            max_attempts: 10,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-        }
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for _ in 0..100 {
-            let first = backoff(&settings(), 1);
-            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(101));
-            let fourth = backoff(&settings(), 4);
-            assert!(fourth >= Duration::from_millis(400) && fourth <= Duration::from_millis(801));
-            let late = backoff(&settings(), 30);
-            assert!(late >= Duration::from_secs(1) && late <= Duration::from_millis(2001));
-        }
-    }
-}
+mod tests;

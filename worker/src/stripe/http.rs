@@ -49,7 +49,8 @@ pub enum CallError {
     /// Stripe answered with an error object.
     Api {
         status: u16,
-        error: ErrorObject,
+        /// Boxed: an error answer is rare, and the variant would make every result large.
+        error: Box<ErrorObject>,
         retry_after: Option<Duration>,
         should_retry: Option<bool>,
     },
@@ -61,6 +62,8 @@ pub enum CallError {
     Connect(String),
     /// The connection broke after the request was sent: outcome unknown.
     Broken(String),
+    /// Not sent at all (the attempt's lease could not be kept, a key Stripe would refuse).
+    NotSent(String),
 }
 
 impl StripeClientErr for CallError {
@@ -88,6 +91,7 @@ impl std::fmt::Display for CallError {
             CallError::Timeout => f.write_str("timeout"),
             CallError::Connect(e) => write!(f, "connect: {e}"),
             CallError::Broken(e) => write!(f, "connection broken: {e}"),
+            CallError::NotSent(e) => write!(f, "not sent: {e}"),
         }
     }
 }
@@ -192,7 +196,7 @@ impl HttpClient {
         match miniserde::json::from_str::<stripe_shared::Error>(text) {
             Ok(e) => Err(CallError::Api {
                 status,
-                error: ErrorObject::from(&*e.error),
+                error: Box::new(ErrorObject::from(&*e.error)),
                 retry_after,
                 should_retry,
             }),

@@ -1,6 +1,11 @@
 //! The Stripe calls the worker makes: async-stripe's typed PaymentIntent API, sent through our
-//! [`http::HttpClient`], each behind the shared rate limit and counted, with the breaker told
-//! what happened. What the answers mean is the charge policy's (`crate::policy`).
+//! [`http::HttpClient`], each behind the shared rate limit and, in an attempt, the lease, counted,
+//! with the breaker told what happened. What the answers mean is the charge policy's
+//! (`crate::policy`).
+//!
+//! The intent is created unconfirmed and its id stored before it is confirmed by id: money can
+//! move only on a confirm of an intent whose id we hold, so every later doubt is a retrieve
+//! (a consistent read), never a search.
 //!
 //! - [`http`]: pooled connections, response headers kept with each error.
 //! - [`breaker`]: backs the whole worker off while Stripe is down.
@@ -11,30 +16,46 @@ pub mod http;
 pub mod ratelimit;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use apalis_redis::ConnectionManager;
+use redis::aio::ConnectionManager;
 use shared::intent::{IntentFacts, PaymentError};
 use shared::models::Transaction;
 use shared::settings::StripeSettings;
 use stripe_client_core::{IdempotencyKey, RequestStrategy, StripeRequest};
+use stripe_core::PaymentIntent;
 use stripe_core::payment_intent::{
-    CreatePaymentIntent, RetrievePaymentIntent, SearchPaymentIntent,
+    CancelPaymentIntent, CancelPaymentIntentCancellationReason, ConfirmPaymentIntent,
+    CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods,
+    CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects, ListPaymentIntent,
+    RetrievePaymentIntent,
 };
-use stripe_core::payment_intent::{
-    CreatePaymentIntentAutomaticPaymentMethods,
-    CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects,
-};
-use stripe_core::{PaymentIntent, PaymentIntentStatus};
+use stripe_types::{RangeBoundsTs, RangeQueryTs};
 
 use self::breaker::Breaker;
 use self::http::{CallError, ErrorObject, HttpClient};
-use self::ratelimit::RateLimiter;
-use crate::policy::{self, Call, Verdict};
+use self::ratelimit::{Priority, RateLimiter};
+use crate::lease::Lease;
+use crate::policy::{self, Call};
 
 pub struct Stripe {
     client: HttpClient,
     limiter: RateLimiter,
     pub breaker: Breaker,
+    /// Each call's own timeout: what a lease must cover before the call is sent.
+    timeout: Duration,
+}
+
+/// What a Stripe call's answer was, or why there was none.
+pub type Answer = Result<IntentFacts, CallError>;
+
+/// The idempotency key of each call that changes an intent, derived from the transaction's own
+/// (`txn_<id>`): fixed for life, so a retry of any of them is safe.
+fn key(txn: &Transaction, suffix: &str) -> Result<RequestStrategy, CallError> {
+    let key = format!("{}{suffix}", txn.stripe_idempotency_key);
+    IdempotencyKey::new(key)
+        .map(RequestStrategy::Idempotent)
+        .map_err(|e| CallError::NotSent(format!("bad idempotency key: {e}")))
 }
 
 impl Stripe {
@@ -57,18 +78,31 @@ impl Stripe {
                 settings.breaker_cooldown,
                 settings.timeout,
             ),
+            timeout: settings.timeout,
         })
     }
 
-    /// Every call goes through here: the shared rate limit first, then the call, timed and
-    /// counted by outcome; the breaker is told what happened, and an answer that says our own
-    /// configuration is wrong raises the alarm.
+    /// Every call goes through here: the shared rate limit first, then (in an attempt) the
+    /// lease made to cover the call, then the call, timed and counted by outcome; the breaker
+    /// is told what happened, and an answer that says our own configuration is wrong raises
+    /// the alarm.
     async fn call<T>(
         &self,
         kind: Call,
+        lease: Option<&mut Lease>,
         send: impl std::future::Future<Output = Result<T, CallError>>,
     ) -> Result<T, CallError> {
-        self.limiter.acquire().await;
+        let priority = match kind {
+            Call::List => Priority::Background,
+            _ => Priority::Customer,
+        };
+        self.limiter.acquire(priority).await;
+        if let Some(lease) = lease {
+            lease
+                .cover(self.timeout)
+                .await
+                .map_err(CallError::NotSent)?;
+        }
         let started = std::time::Instant::now();
         let result = send.await;
         let label = kind.as_str();
@@ -90,82 +124,107 @@ impl Stripe {
         result
     }
 
-    /// Creates and confirms the PaymentIntent, or, once its id is known, reads it back. Every
-    /// create for one transaction sends the transaction's own idempotency key, so any number of
-    /// attempts makes at most one charge.
-    pub async fn charge(&self, txn: &Transaction) -> Verdict {
-        if let Some(id) = &txn.stripe_id {
-            return self.retrieve(id).await;
-        }
+    /// Creates the PaymentIntent, unconfirmed: no money can move until it is confirmed by id.
+    /// Every create for one transaction sends the transaction's own key, so retries make one
+    /// intent (within Stripe's 24 hours; a second one after that can never be confirmed).
+    pub async fn create(&self, txn: &Transaction, lease: &mut Lease) -> Answer {
         // Infallible: an unknown code parses to `Currency::Unknown`, which Stripe rejects as an
         // invalid request (the api only accepts supported currencies anyway).
         let currency: stripe_types::Currency = match txn.currency.parse() {
             Ok(c) => c,
             Err(never) => match never {},
         };
-        let key = match IdempotencyKey::new(&txn.stripe_idempotency_key) {
-            Ok(k) => k,
-            Err(e) => {
-                return Verdict::Unknown {
-                    reason: format!("bad idempotency key: {e}"),
-                };
-            }
-        };
         let metadata = HashMap::from([("transaction_id".to_owned(), txn.id.to_string())]);
         let request = CreatePaymentIntent::new(txn.amount, currency)
             .payment_method(txn.payment_method.clone())
-            .confirm(true)
             .metadata(metadata)
             .receipt_email(txn.email.clone())
             // Cards authenticate in the page with Stripe.js (`handleNextAction`), never by a
-            // redirect, so no `return_url` is needed; `use_stripe_sdk` gives Stripe.js what it
-            // needs for that.
+            // redirect, so no `return_url` is needed.
             .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
                 allow_redirects: Some(
                     CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never,
                 ),
                 enabled: true,
             })
-            .use_stripe_sdk(true)
             .customize()
-            .request_strategy(RequestStrategy::Idempotent(key));
-        let answer = self.call(Call::Create, request.send(&self.client)).await;
-        policy::classify(Call::Create, answer.map(facts))
-    }
-
-    pub async fn retrieve(&self, stripe_id: &str) -> Verdict {
-        policy::classify(Call::Retrieve, self.retrieve_intent(stripe_id).await)
-    }
-
-    async fn retrieve_intent(&self, stripe_id: &str) -> Result<IntentFacts, CallError> {
-        let request = RetrievePaymentIntent::new(stripe_id).customize();
-        let answer = self.call(Call::Retrieve, request.send(&self.client)).await;
+            .request_strategy(key(txn, "")?);
+        let answer = self
+            .call(Call::Create, Some(lease), request.send(&self.client))
+            .await;
         answer.map(facts)
     }
 
-    /// What became of the transaction at Stripe: the question to ask when an answer was lost.
-    /// With the intent's id known, a retrieve (a consistent read) answers; without it, a search
-    /// by `metadata[transaction_id]`. `Ok(None)`: the search found no such intent.
-    pub async fn lookup(&self, txn: &Transaction) -> Result<Option<Verdict>, String> {
-        if let Some(id) = &txn.stripe_id {
-            return match self.retrieve_intent(id).await {
-                Ok(found) => Ok(Some(policy::verdict_for_intent(found))),
-                Err(e) => Err(e.to_string()),
-            };
+    /// Confirms the intent `stripe_id`: the one call that moves money. Its own key, derived
+    /// from the transaction's, makes a retried confirm replay the first one's answer.
+    pub async fn confirm(&self, txn: &Transaction, stripe_id: &str, lease: &mut Lease) -> Answer {
+        let request = ConfirmPaymentIntent::new(stripe_id)
+            // What Stripe.js needs for 3-D Secure in the page (`handleNextAction`).
+            .use_stripe_sdk(true)
+            .customize()
+            .request_strategy(key(txn, ":confirm")?);
+        let answer = self
+            .call(Call::Confirm, Some(lease), request.send(&self.client))
+            .await;
+        answer.map(facts)
+    }
+
+    /// Reads the intent back: a consistent read.
+    pub async fn retrieve(&self, stripe_id: &str, lease: Option<&mut Lease>) -> Answer {
+        let request = RetrievePaymentIntent::new(stripe_id).customize();
+        let answer = self
+            .call(Call::Retrieve, lease, request.send(&self.client))
+            .await;
+        answer.map(facts)
+    }
+
+    /// Cancels the intent, so nobody can confirm (charge) it later.
+    pub async fn cancel(
+        &self,
+        txn: &Transaction,
+        stripe_id: &str,
+        abandoned: bool,
+        lease: &mut Lease,
+    ) -> Answer {
+        let reason = if abandoned {
+            CancelPaymentIntentCancellationReason::Abandoned
+        } else {
+            CancelPaymentIntentCancellationReason::RequestedByCustomer
+        };
+        let request = CancelPaymentIntent::new(stripe_id)
+            .cancellation_reason(reason)
+            .customize()
+            .request_strategy(key(txn, ":cancel")?);
+        let answer = self
+            .call(Call::Cancel, Some(lease), request.send(&self.client))
+            .await;
+        answer.map(facts)
+    }
+
+    /// One page (up to 100, newest first) of the intents created within `[from, to]` (Unix
+    /// seconds), after `starting_after`: the consistent list the reconciler reads. Waits for
+    /// the rate limit behind every call made for a customer.
+    pub async fn list(
+        &self,
+        from: i64,
+        to: i64,
+        starting_after: Option<&str>,
+    ) -> Result<(Vec<IntentFacts>, bool), CallError> {
+        let mut request = ListPaymentIntent::new()
+            .created(RangeQueryTs::Bounds(RangeBoundsTs {
+                gte: Some(from),
+                lte: Some(to),
+                gt: None,
+                lt: None,
+            }))
+            .limit(100);
+        if let Some(after) = starting_after {
+            request = request.starting_after(after);
         }
-        let query = format!("metadata['transaction_id']:'{}'", txn.id);
-        let request = SearchPaymentIntent::new(query).customize();
-        let found = self
-            .call(Call::Search, request.send(&self.client))
-            .await
-            .map_err(|e| e.to_string())?;
-        // Several intents for one transaction could only come from an expired key; any one
-        // that succeeded is the truth.
-        let best = found
-            .data
-            .into_iter()
-            .max_by_key(|pi| matches!(pi.status, PaymentIntentStatus::Succeeded));
-        Ok(best.map(|pi| policy::verdict_for_intent(facts(pi))))
+        let page = self
+            .call(Call::List, None, request.customize().send(&self.client))
+            .await?;
+        Ok((page.data.into_iter().map(facts).collect(), page.has_more))
     }
 }
 
@@ -182,6 +241,7 @@ fn outcome_label<T>(result: &Result<T, CallError>) -> &'static str {
         Err(CallError::Connect(_)) => "connect_error",
         Err(CallError::Broken(_)) => "connection_broken",
         Err(CallError::Unreadable { .. }) => "unreadable",
+        Err(CallError::NotSent(_)) => "not_sent",
     }
 }
 
@@ -191,7 +251,7 @@ fn raise_alarm(call: Call, reason: &'static str, e: &CallError) {
     metrics::counter!("payments_stripe_alarms_total", "reason" => reason).increment(1);
 }
 
-/// The facts of an intent the policy reads.
+/// The facts of an intent the policy and the reconciler read.
 fn facts(pi: PaymentIntent) -> IntentFacts {
     IntentFacts {
         id: pi.id.to_string(),
@@ -208,5 +268,7 @@ fn facts(pi: PaymentIntent) -> IntentFacts {
                 message: e.message,
             }
         }),
+        transaction_id: pi.metadata.get("transaction_id").cloned(),
+        created: Some(pi.created),
     }
 }

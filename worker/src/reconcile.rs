@@ -1,0 +1,244 @@
+//! The reconciler: Postgres held against Stripe's consistent list of intents for a window.
+//!
+//! Every succeeded intent carrying our `metadata[transaction_id]` must have a `complete` row
+//! that names it, and every `complete` row its succeeded intent. What Stripe's word decides is
+//! fixed (a payment Stripe charged becomes `complete`: a correction if it was recorded
+//! `failed`); the rest is recorded as a discrepancy for people (a second succeeded intent for
+//! one payment, an intent for a payment we do not have, a `complete` payment without a charge).
+//!
+//! It runs in every worker every `RECONCILE_INTERVAL_MS` (one worker at a time, by a Redis
+//! lock) over the last `RECONCILE_WINDOW_MS`, and on demand (`payctl reconcile --since 1h`).
+//! Its list calls take the shared rate limit at background priority: they yield to charges.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+use shared::db::PgPool;
+use shared::discrepancies::{self, NewDiscrepancy};
+use shared::intent::IntentFacts;
+use shared::models::Transaction;
+use shared::state_machine::TxState;
+use shared::state_machine::change::{Source, Transition, change};
+use shared::state_machine::outcome::Outcome;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::stripe::Stripe;
+
+/// What one pass found and did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Intents Stripe listed in the window, and with our metadata.
+    pub intents: usize,
+    pub ours: usize,
+    /// List pages read (Stripe requests).
+    pub pages: usize,
+    /// Payments moved to `complete` because Stripe charged them (corrections included).
+    pub fixed: usize,
+    /// Discrepancies recorded for the first time.
+    pub discrepancies: usize,
+    /// `complete` payments checked against their intent.
+    pub complete_rows: usize,
+}
+
+/// One pass over the intents created within `[from, to]`.
+pub async fn pass(
+    db: &PgPool,
+    stripe: &Stripe,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<Report> {
+    let mut report = Report {
+        from: Some(from),
+        to: Some(to),
+        ..Report::default()
+    };
+    let intents = list_window(stripe, from.timestamp(), to.timestamp(), &mut report).await?;
+    let ours: Vec<(Uuid, IntentFacts)> = intents
+        .into_iter()
+        .filter_map(|i| {
+            let id = i
+                .transaction_id
+                .as_deref()
+                .and_then(|t| Uuid::parse_str(t).ok())?;
+            Some((id, i))
+        })
+        .collect();
+    report.ours = ours.len();
+    let mut conn = db.get().await?;
+    let ids: Vec<Uuid> = ours.iter().map(|(id, _)| *id).collect();
+    let rows: HashMap<Uuid, Transaction> = shared::transactions::find_many(&mut conn, &ids)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t))
+        .collect();
+    let mut succeeded: HashSet<String> = HashSet::new();
+    for (id, intent) in &ours {
+        if intent.status.as_deref() != Some("succeeded") {
+            continue;
+        }
+        succeeded.insert(intent.id.clone());
+        match rows.get(id) {
+            None => {
+                let d = discrepancy(
+                    "unknown_transaction",
+                    Some(*id),
+                    &intent.id,
+                    "a succeeded intent names a transaction we do not have",
+                );
+                report.discrepancies += usize::from(discrepancies::record(&mut conn, &d).await?);
+            }
+            Some(row) if row.stripe_id.as_deref().is_some_and(|s| s != intent.id) => {
+                let d = discrepancy(
+                    "other_succeeded_intent",
+                    Some(*id),
+                    &intent.id,
+                    "a second succeeded intent for this payment: the customer may be charged twice",
+                );
+                report.discrepancies += usize::from(discrepancies::record(&mut conn, &d).await?);
+            }
+            Some(row) if row.state != TxState::Complete => {
+                let outcome = Outcome::Complete {
+                    stripe_id: intent.id.clone(),
+                };
+                let fix = Transition::FromStripe {
+                    outcome: &outcome,
+                    source: Source::Reconciler,
+                };
+                if change(&mut conn, *id, fix)
+                    .await?
+                    .is_some_and(|c| c.applied)
+                {
+                    report.fixed += 1;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    // Complete payments of the window whose intent the list did not show succeeded: ask for it
+    // by id (a consistent read) before calling it a discrepancy.
+    let complete = shared::transactions::complete_between(&mut conn, from, to).await?;
+    report.complete_rows = complete.len();
+    for row in complete {
+        let Some(stripe_id) = row.stripe_id.clone() else {
+            continue;
+        };
+        if succeeded.contains(&stripe_id) {
+            continue;
+        }
+        let charged = match stripe.retrieve(&stripe_id, None).await {
+            Ok(i) => i.status.as_deref() == Some("succeeded"),
+            // Unknown is not absent: try again at the next pass.
+            Err(_) => continue,
+        };
+        if !charged {
+            let d = discrepancy(
+                "complete_without_charge",
+                Some(row.id),
+                &stripe_id,
+                "recorded complete, but Stripe does not show its intent succeeded",
+            );
+            report.discrepancies += usize::from(discrepancies::record(&mut conn, &d).await?);
+        }
+    }
+    metrics::counter!("payments_reconcile_passes_total").increment(1);
+    tracing::info!(?report, "reconciler pass done");
+    Ok(report)
+}
+
+fn discrepancy<'a>(
+    kind: &'a str,
+    transaction_id: Option<Uuid>,
+    stripe_id: &'a str,
+    detail: &'a str,
+) -> NewDiscrepancy<'a> {
+    NewDiscrepancy {
+        kind,
+        transaction_id,
+        stripe_id: Some(stripe_id),
+        related_transaction_id: None,
+        detail,
+        source: Source::Reconciler.as_str(),
+    }
+}
+
+/// Every intent created within `[from, to]` (Unix seconds), page after page.
+async fn list_window(
+    stripe: &Stripe,
+    from: i64,
+    to: i64,
+    report: &mut Report,
+) -> anyhow::Result<Vec<IntentFacts>> {
+    let mut all: Vec<IntentFacts> = Vec::new();
+    loop {
+        let after = all.last().map(|i| i.id.clone());
+        let (page, more) = stripe
+            .list(from, to, after.as_deref())
+            .await
+            .map_err(|e| anyhow::anyhow!("listing intents: {e}"))?;
+        report.pages += 1;
+        let empty = page.is_empty();
+        all.extend(page);
+        if !more || empty {
+            break;
+        }
+    }
+    report.intents = all.len();
+    Ok(all)
+}
+
+/// The periodic pass: every `interval`, over the last `window`, by one worker at a time.
+pub struct Reconciler {
+    pub db: PgPool,
+    /// The worker's own Stripe client (its breaker and rate limit) and name.
+    pub ctx: std::sync::Arc<crate::jobs::stripe_charge::ChargeContext>,
+    pub redis: ConnectionManager,
+    pub lock_key: String,
+    pub interval: Duration,
+    pub window: Duration,
+}
+
+impl Reconciler {
+    pub async fn run(self, stop: CancellationToken) {
+        if self.interval.is_zero() {
+            return;
+        }
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // not at start: the worker has charges to make first
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !self.take_turn().await {
+                continue;
+            }
+            let to = Utc::now();
+            let from = to - chrono::TimeDelta::from_std(self.window).unwrap_or_default();
+            if let Err(e) = pass(&self.db, &self.ctx.stripe, from, to).await {
+                tracing::warn!(error = %format!("{e:#}"), "reconciler pass failed; will try again");
+            }
+        }
+    }
+
+    /// One worker per interval: the first to set the lock for most of an interval runs.
+    async fn take_turn(&self) -> bool {
+        let mut conn = self.redis.clone();
+        let ttl = (self.interval.as_millis() as u64).saturating_mul(9) / 10;
+        let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(&self.lock_key)
+            .arg(&self.ctx.owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.max(1))
+            .query_async(&mut conn)
+            .await;
+        matches!(taken, Ok(Some(_)))
+    }
+}
