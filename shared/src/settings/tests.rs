@@ -1,0 +1,73 @@
+use super::*;
+
+fn from(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    let table: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Settings::from_vars(&move |name| {
+        table
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    })
+}
+
+fn error(pairs: &[(&str, &str)]) -> String {
+    match from(pairs) {
+        Ok(_) => panic!("{pairs:?} was accepted"),
+        Err(e) => e.0,
+    }
+}
+
+#[test]
+fn nothing_set_gives_the_documented_defaults() {
+    let s = from(&[]).unwrap();
+    assert_eq!(s.database_pool_size, None);
+    assert_eq!(s.worker.concurrency, 10);
+    assert_eq!(s.stripe.timeout, Duration::from_secs(10));
+    assert_eq!(s.worker.lease, Duration::from_secs(15));
+    assert_eq!(s.queue_namespace, "payments");
+}
+
+#[test]
+fn a_blank_value_counts_as_unset() {
+    let s = from(&[("DATABASE_POOL_SIZE", "  "), ("WORKER_CONCURRENCY", "")]).unwrap();
+    assert_eq!(s.database_pool_size, None);
+    assert_eq!(s.worker.concurrency, 10);
+}
+
+#[test]
+fn the_pool_size_is_read_and_bounded() {
+    let s = from(&[("DATABASE_POOL_SIZE", " 8 ")]).unwrap();
+    assert_eq!(s.database_pool_size, Some(8));
+    for bad in ["0", "1001"] {
+        assert_eq!(
+            error(&[("DATABASE_POOL_SIZE", bad)]),
+            "DATABASE_POOL_SIZE must be between 1 and 1000"
+        );
+    }
+    for bad in ["-1", "eight", "8.5"] {
+        assert_eq!(
+            error(&[("DATABASE_POOL_SIZE", bad)]),
+            format!("DATABASE_POOL_SIZE=`{bad}` is not a valid value")
+        );
+    }
+}
+
+#[test]
+fn contradictory_timeouts_are_refused() {
+    assert_eq!(
+        error(&[("STRIPE_TIMEOUT_MS", "5000"), ("WORKER_LEASE_MS", "5000")]),
+        "WORKER_LEASE_MS must be longer than STRIPE_TIMEOUT_MS"
+    );
+    // The lease follows the Stripe timeout unless set.
+    let s = from(&[("STRIPE_TIMEOUT_MS", "2000")]).unwrap();
+    assert_eq!(s.worker.lease, Duration::from_millis(7000));
+}
+
+#[test]
+fn a_rejected_secret_is_not_echoed() {
+    let e = error(&[("ADMIN_TOKEN", "short-secret")]);
+    assert!(!e.contains("short-secret"), "{e}");
+}
