@@ -33,6 +33,9 @@ pub enum ApiError {
     /// browser shows its login prompt.
     #[error("missing or invalid admin token")]
     AdminRequired,
+    /// A state-changing `/ops` request sent by a browser on another site's behalf.
+    #[error("cross-site requests may not change anything here")]
+    CrossSite,
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(axum::http::Method),
     #[error("too many requests; retry after {retry_after_secs} s")]
@@ -75,6 +78,7 @@ impl ApiError {
                 (StatusCode::UNAUTHORIZED, "unauthorized")
             }
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::CrossSite => (StatusCode::FORBIDDEN, "cross_site_request"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::InvalidSignature => (StatusCode::BAD_REQUEST, "invalid_signature"),
             // Stripe retries a 503: events sent before the secret is configured still arrive.

@@ -13,13 +13,15 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let command = std::env::args().nth(1);
 
-    migrate_with_retry(&settings.database_url).await?;
+    // A certificate that does not verify stops the api here, with the reason.
+    migrate_with_retry(&settings.database_direct_url).await?;
     match command.as_deref() {
         None | Some("serve") => {}
         Some("migrate") => return Ok(()),
         Some(other) => anyhow::bail!("unknown command `{other}`: use `api` or `api migrate`"),
     }
 
+    shared::preflight::refuse_misconfigured(&settings).await?;
     let app = Application::build(settings).await?;
     tracing::info!(addr = %app.local_addr()?, "api listening");
     app.run_until_stopped(shutdown_signal()).await?;

@@ -72,12 +72,12 @@ impl Application {
 
 pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<AppState> {
     shared::metrics::handle();
-    let redis = redis_connection(&settings.redis_url)?;
+    let redis = redis_connection(&settings.redis_url, settings.redis_ca_file.as_deref())?;
     Ok(AppState {
         db: shared::db::pool(
             &settings.database_url,
             settings.database_pool_size.unwrap_or(16),
-        ),
+        )?,
         queue: ChargeQueue::new(redis.clone(), &settings.queue_namespace),
         keys: Arc::new(Keys::new(&settings.queue_namespace)),
         redis,
@@ -87,25 +87,37 @@ pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<App
 }
 
 pub fn router(state: AppState) -> Router {
-    let limiter = crate::http::rate_limit::RateLimiter::new(
-        state.settings.http.rate_limit_per_minute,
-        state.settings.merchant_api_key.clone(),
-    );
-    let cors = crate::http::cors::layer(&state.settings.http.cors_allowed_origins);
+    use crate::http::rate_limit::{RateLimiter, enforce};
+    let http = &state.settings.http;
+    let limiter = |scope: &str, per_minute: u32| {
+        RateLimiter::new(
+            scope,
+            per_minute,
+            state.settings.merchant_api_key.clone(),
+            state.redis.clone(),
+            &state.settings.queue_namespace,
+        )
+    };
+    let create_limit = limiter("transactions", http.rate_limit_per_minute);
+    let confirm_limit = limiter("confirm", http.confirm_rate_limit_per_minute);
+    let trusted_proxies: Arc<[shared::cidr::Cidr]> = http.trusted_proxies.clone().into();
+    let cors = crate::http::cors::layer(&http.cors_allowed_origins);
     Router::new()
         .route("/", get(checkout::index))
         .route("/checkout", get(checkout::page))
         .route("/static/{file}", get(checkout::asset))
         .route(
             "/transactions",
-            post(transactions::create).route_layer(axum::middleware::from_fn_with_state(
-                limiter,
-                crate::http::rate_limit::enforce,
-            )),
+            post(transactions::create)
+                .route_layer(axum::middleware::from_fn_with_state(create_limit, enforce)),
         )
         .route("/transactions/{id}", get(transactions::show))
         .route("/transactions/{id}/events", get(events::stream))
-        .route("/transactions/{id}/confirm", post(transactions::confirm))
+        .route(
+            "/transactions/{id}/confirm",
+            post(transactions::confirm)
+                .route_layer(axum::middleware::from_fn_with_state(confirm_limit, enforce)),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route(
@@ -114,12 +126,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/openapi.json", get(crate::openapi::serve))
         .route("/metrics", get(crate::http::metrics::metrics))
-        .route("/ops", get(crate::ops::page::page))
-        .route("/ops/api/summary", get(crate::ops::page::summary))
-        .route(
-            "/ops/api/dead/{task_id}/retry",
-            post(crate::ops::page::retry_dead),
-        )
+        .merge(crate::ops::router())
         // After routing, so the route pattern is known; unmatched requests are not labelled.
         .route_layer(axum::middleware::from_fn(crate::http::metrics::track))
         .fallback(not_found)
@@ -133,6 +140,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.settings.http.request_timeout,
             crate::http::deadline::enforce,
+        ))
+        // Who the client is, before anything that counts per client.
+        .layer(axum::middleware::from_fn_with_state(
+            trusted_proxies,
+            crate::http::client_ip::resolve,
         ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

@@ -152,7 +152,7 @@ async fn a_job_delivered_many_times_charges_once() {
         .as_str()
         .unwrap()
         .to_owned();
-    let conn = shared::queue::redis_connection(&app.settings.redis_url).unwrap();
+    let conn = shared::queue::redis_connection(&app.settings.redis_url, None).unwrap();
     let queue = ChargeQueue::new(conn, &app.settings.queue_namespace);
     let uuid = id.parse().unwrap();
     for _ in 0..5 {

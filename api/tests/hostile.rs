@@ -165,6 +165,70 @@ async fn a_client_over_its_rate_limit_gets_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let app = app_with(|s| {
+        s.http.rate_limit_per_minute = 2;
+        s.http.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    // The proxy (us, on 127.0.0.1) appends the address it saw; what the client wrote to the
+    // left of it is not believed.
+    let from = |client: &'static str| [("x-forwarded-for", client)];
+    for _ in 0..2 {
+        let (status, body, _) = app.post(&ok_body(), &from("6.6.6.6, 198.51.100.1")).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, _, _) = app.post(&ok_body(), &from("7.7.7.7, 198.51.100.1")).await;
+    assert_eq!(status, 429, "a forged leftmost entry escaped the limit");
+    let (status, body, _) = app.post(&ok_body(), &from("198.51.100.2")).await;
+    assert_eq!(status, 202, "another customer shares no count: {body}");
+    let forwarded = [("forwarded", r#"for="[2001:db8::7]:4711";proto=https"#)];
+    let (status, body, _) = app.post(&ok_body(), &forwarded).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(app.count_rows().await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_3ds_confirm_endpoint_has_a_limit_of_its_own() {
+    let app = app_with(|s| s.http.confirm_rate_limit_per_minute = 2).await;
+    let id = uuid::Uuid::new_v4();
+    let confirm = || async {
+        app.client
+            .post(format!("{}/transactions/{id}/confirm", app.base))
+            .send()
+            .await
+            .unwrap()
+    };
+    for _ in 0..2 {
+        assert_eq!(confirm().await.status(), 404, "an unknown payment");
+    }
+    let limited = confirm().await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    // Creating payments counts separately.
+    assert_eq!(app.post(&ok_body(), &[]).await.0, 202);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_redis_is_unreachable_the_limit_lets_requests_through() {
+    // Nothing listens on port 1: every limiter call fails at once.
+    let app = app_with(|s| {
+        s.http.rate_limit_per_minute = 1;
+        s.redis_url = "redis://127.0.0.1:1".into();
+    })
+    .await;
+    for _ in 0..3 {
+        let (status, body, _) = app.post(&ok_body(), &[]).await;
+        assert_ne!(status, 429, "{body}");
+        assert_eq!(
+            status, 202,
+            "the row is stored and the sweeper enqueues it later: {body}"
+        );
+    }
+    assert_eq!(app.count_rows().await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_missing_or_wrong_credential_gets_the_same_401() {
     let app = app_with(|_| {}).await;
     let merchant = json!({"amount": 500, "currency": "usd", "email": "a@example.com",

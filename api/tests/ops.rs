@@ -139,6 +139,55 @@ async fn a_dead_job_is_listed_and_its_retry_button_gets_the_payment_charged() {
     assert_eq!(summary["dead"][0]["task_id"], task.as_str());
     assert_eq!(summary["dead"][0]["transaction_id"], id.as_str());
 
+    // Another site's page posts a form to the retry button: the browser adds the Basic
+    // credentials it holds for our origin, and says where the request comes from.
+    let basic = {
+        use base64::Engine;
+        let pair = format!("ops:{ADMIN_TOKEN}");
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    for (site, origin) in [
+        ("cross-site", "https://evil.example"),
+        ("same-site", "https://x.example"),
+    ] {
+        let forged = app
+            .client
+            .post(format!("{}/ops/api/dead/{task}/retry", app.base))
+            .header("authorization", &basic)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", origin)
+            .header("sec-fetch-site", site)
+            .body("")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 403, "{site}");
+        let body: Value = forged.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "cross_site_request", "{body}");
+    }
+    // An older browser says only `Origin`.
+    let forged = app
+        .client
+        .post(format!("{}/ops/api/dead/{task}/retry", app.base))
+        .header("authorization", &basic)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let summary: Value = get(&app, "/ops/api/summary", Some(&bearer()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        summary["queue"]["dead"], 1,
+        "a forged request changed something: {summary}"
+    );
+
     let unknown = app
         .client
         .post(format!("{}/ops/api/dead/01NOTADEADJOB/retry", app.base))
@@ -147,10 +196,13 @@ async fn a_dead_job_is_listed_and_its_retry_button_gets_the_payment_charged() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
+    // The ops page's own button: same origin, Basic credentials.
     let retried = app
         .client
         .post(format!("{}/ops/api/dead/{task}/retry", app.base))
-        .header("authorization", bearer())
+        .header("authorization", &basic)
+        .header("origin", app.base.as_str())
+        .header("sec-fetch-site", "same-origin")
         .send()
         .await
         .unwrap();

@@ -190,9 +190,9 @@ pub async fn redis(
     tasks: usize,
     run_for: Duration,
 ) -> anyhow::Result<(Rate, Rate)> {
-    let queue = ChargeQueue::new(redis_connection(redis_url)?, namespace);
+    let queue = ChargeQueue::new(redis_connection(redis_url, None)?, namespace);
     let config = queue_config(namespace);
-    let mut consumer = redis_connection(redis_url)?;
+    let mut consumer = redis_connection(redis_url, None)?;
     let ack_sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg(ACK)
@@ -334,7 +334,7 @@ async fn measure(bench: &Bench, stack: &Stack) -> anyhow::Result<Ceiling> {
     let mut conn = crate::pg::connect(url).await?;
     let n = CEILING_TASKS;
     // Each pool outlives its probe: its backends must still exist when their CPU is read.
-    let pool = shared::db::pool(url, n as u32);
+    let pool = shared::db::pool(url, n as u32)?;
     // Profile the middle of the main loop (after its pool warm-up), when perf allows.
     let perf_for = t
         .ceiling
@@ -369,7 +369,7 @@ async fn measure(bench: &Bench, stack: &Stack) -> anyhow::Result<Ceiling> {
         ("with a `SELECT 1` test query on every checkout", test_query),
         (
             "with synchronous_commit=off",
-            shared::db::pool(&async_url, n as u32),
+            shared::db::pool(&async_url, n as u32)?,
         ),
     ];
     let mut measured = Vec::new();

@@ -187,6 +187,9 @@ impl Bench {
             ("SWEEP_AFTER_MS", "120000".to_owned()),
         ];
         let stack = Stack::start(StackConfig {
+            apis: 1,
+            pooler_port: None,
+            database_url: None,
             bin_dir: self.opts.bin_dir.clone(),
             log_dir: self.opts.log_dir.join(name),
             workers,

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Double, Text, Uuid as SqlUuid};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use shared::state_machine::TxState;
 use shared::state_machine::sweep::UNFINISHED_SQL;
 use uuid::Uuid;
 
 pub async fn connect(database_url: &str) -> anyhow::Result<AsyncPgConnection> {
-    Ok(AsyncPgConnection::establish(database_url).await?)
+    Ok(shared::db::connect(database_url).await?)
 }
 
 #[derive(QueryableByName)]

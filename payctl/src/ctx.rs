@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::AsyncPgConnection;
 use serde::Serialize;
 use shared::settings::Settings;
 
@@ -15,8 +15,9 @@ use shared::queue::workers::{self, Worker};
 pub type Conn = MultiplexedConnection;
 
 /// Opens one connection with short timeouts: an ops command should fail in seconds, not hang.
-pub async fn connect(redis_url: &str) -> anyhow::Result<Conn> {
-    let client = redis::Client::open(redis_url).context("REDIS_URL is not a valid Redis URL")?;
+pub async fn connect(redis_url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<Conn> {
+    let client = shared::queue::redis_client(redis_url, ca_file)
+        .context("REDIS_URL is not a valid Redis URL")?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(3)))
         .set_response_timeout(Some(Duration::from_secs(10)));
@@ -28,7 +29,7 @@ pub async fn connect(redis_url: &str) -> anyhow::Result<Conn> {
 
 /// One Postgres connection, given 5 s to open.
 pub async fn connect_pg(database_url: &str) -> anyhow::Result<AsyncPgConnection> {
-    let connect = AsyncPgConnection::establish(database_url);
+    let connect = shared::db::connect(database_url);
     tokio::time::timeout(Duration::from_secs(5), connect)
         .await
         .map_err(|_| anyhow::anyhow!("timed out"))
@@ -45,7 +46,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
-        let redis = connect(&settings.redis_url).await?;
+        let redis = connect(&settings.redis_url, settings.redis_ca_file.as_deref()).await?;
         Ok(Self {
             keys: Keys::new(&settings.queue_namespace),
             settings,

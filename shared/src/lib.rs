@@ -8,12 +8,15 @@
 //! - [`transactions`]: every query on that table; each takes `&mut AsyncPgConnection`, so a
 //!   caller can pass a pooled connection or an open transaction. The statements every payment
 //!   makes are fixed-text prepared statements (`prepared`), parsed once per connection.
-//! - [`db`]: the async Postgres pool and the embedded migrations.
+//! - [`db`]: the async Postgres pool, connections over TLS, and the embedded migrations.
+//! - [`cidr`]: address blocks (`TRUSTED_PROXIES`).
+//! - [`ratelimit`]: rate limits shared by every process through Redis.
 //! - [`discrepancies`]: where Stripe's word contradicted ours (corrections, double charges).
 //! - [`intent`]: what a Stripe PaymentIntent's status means for a payment, and the messages
 //!   customers are shown; used by the worker and the webhooks alike.
 //! - [`queue`]: the `StripeCharge` job payload, the queue's name and its producer; the Redis key
 //!   layout apalis-redis 1.0 keeps, and reading and steering it (tasks, scans, scripts).
+//! - [`preflight`]: the start-up check that stops a service whose connections cannot work.
 //! - [`settings`]: configuration from the environment, shared by both binaries.
 //! - [`money`]: currencies and the price list.
 //! - [`ops`]: read-only queries for the ops page.
@@ -22,8 +25,10 @@
 //! - [`stripe_events`]: the Stripe webhook events already processed, so a repeat changes
 //!   nothing.
 //! - [`telemetry`]: tracing set-up.
+//! - [`tls`]: the TLS provider and CA files, for Postgres and Redis alike.
 //! - `testing` (feature `testing`): a database and a Redis namespace per test.
 
+pub mod cidr;
 pub mod db;
 pub mod discrepancies;
 pub mod intent;
@@ -31,8 +36,10 @@ pub mod metrics;
 pub mod models;
 pub mod money;
 pub mod ops;
+pub mod preflight;
 mod prepared;
 pub mod queue;
+pub mod ratelimit;
 pub mod schema;
 pub mod secret;
 pub mod settings;
@@ -41,4 +48,5 @@ pub mod stripe_events;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod transactions;

@@ -32,7 +32,7 @@ async fn backend_pid(conn: &mut AsyncPgConnection) -> diesel::QueryResult<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_postgres_closed_is_replaced_at_checkout() {
     let scratch = ScratchGuard::create().await;
-    let pool = shared::db::pool(&scratch.database_url, 1);
+    let pool = shared::db::pool(&scratch.database_url, 1).unwrap();
     let first = {
         let mut conn = pool.get().await.unwrap();
         backend_pid(&mut conn).await.unwrap()
@@ -101,7 +101,7 @@ async fn the_pool_opens_all_its_connections_before_the_first_checkout() {
         "{}{sep}application_name=pool_under_test",
         scratch.database_url
     );
-    let pool = shared::db::pool(&url, 3);
+    let pool = shared::db::pool(&url, 3).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while backends(&mut probe).await < 3 {
         assert!(

@@ -41,7 +41,7 @@ async fn a_pool_that_cannot_connect_logs_why_once_per_interval() {
     // The server is up, the database is not: every attempt fails the same way.
     let missing = format!("test_missing_{}", Uuid::new_v4().simple());
     let url = with_database(&base_urls().0, &missing);
-    let pool = shared::db::pool(&url, 2);
+    let pool = shared::db::pool(&url, 2).unwrap();
 
     // A checkout waits its 3 s while the pool retries both connections several times.
     let started = Instant::now();

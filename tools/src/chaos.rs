@@ -115,6 +115,9 @@ pub fn service_env() -> Vec<(String, String)> {
 
 pub async fn run(s: Scenario) -> anyhow::Result<Report> {
     let mut stack = Stack::start(StackConfig {
+        apis: 1,
+        pooler_port: None,
+        database_url: None,
         bin_dir: s.bin_dir.clone(),
         log_dir: s.log_dir.clone(),
         workers: s.workers,

@@ -19,12 +19,23 @@ pub struct StackConfig {
     pub env: Vec<(String, String)>,
     /// A Redis of the test's own (to stop and start it); default `REDIS_URL`.
     pub redis_url: Option<String>,
+    /// A Postgres of the test's own (its URL's query, TLS options included, is kept for the
+    /// deployment's database); default `DATABASE_URL`.
+    pub database_url: Option<String>,
     /// stripe-sim sends its webhook events to the api (signed), as Stripe does.
     pub webhooks: bool,
+    /// api processes, all started at once on the new database (each migrates at start); 0
+    /// counts as 1.
+    pub apis: usize,
+    /// A pooler (PgBouncer) on this loopback port: the services' pools go through it
+    /// (`DATABASE_URL`), their migrations straight to Postgres (`DATABASE_DIRECT_URL`).
+    pub pooler_port: Option<u16>,
 }
 
 pub struct Stack {
+    /// The first api's base URL; [`Stack::api_urls`] has them all.
     pub api_url: String,
+    pub api_urls: Vec<String>,
     pub sim_url: String,
     pub database_url: String,
     pub redis_url: String,
@@ -33,7 +44,7 @@ pub struct Stack {
     bin_dir: PathBuf,
     log_dir: PathBuf,
     sim: Child,
-    api: Child,
+    apis: Vec<Child>,
     pub workers: Vec<Child>,
     started_workers: usize,
     /// Set by `teardown`; otherwise `Drop` removes the data.
@@ -70,8 +81,11 @@ impl Stack {
             }
         }
         std::fs::create_dir_all(&cfg.log_dir)?;
-        let base_db = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let base_db = cfg
+            .database_url
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok())
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let redis_url = cfg
             .redis_url
             .clone()
@@ -84,15 +98,29 @@ impl Stack {
         let namespace = format!("chaos:{}", &run[..12]);
 
         let sim_port = free_port()?;
-        let api_port = free_port()?;
+        let api_ports = (0..cfg.apis.max(1))
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let sim_url = format!("http://127.0.0.1:{sim_port}");
-        let api_url = format!("http://127.0.0.1:{api_port}");
+        let api_urls: Vec<String> = api_ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+        let api_url = api_urls[0].clone();
+        let pooled_url = match cfg.pooler_port {
+            Some(port) => shared::db::with_database(
+                &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+                &db_name,
+            )
+            .unwrap_or_default(),
+            None => database_url.clone(),
+        };
         let mut env = vec![
             ("WORKER_METRICS_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
-            ("DATABASE_URL".to_owned(), database_url.clone()),
+            ("DATABASE_URL".to_owned(), pooled_url),
+            ("DATABASE_DIRECT_URL".to_owned(), database_url.clone()),
             ("REDIS_URL".to_owned(), redis_url.clone()),
             ("QUEUE_NAMESPACE".to_owned(), namespace.clone()),
-            ("API_ADDR".to_owned(), format!("127.0.0.1:{api_port}")),
             ("STRIPE_SECRET_KEY".to_owned(), "sk_test_chaos".to_owned()),
             ("STRIPE_API_BASE".to_owned(), sim_url.clone()),
             (
@@ -131,16 +159,28 @@ impl Stack {
             .kill_on_drop(true)
             .spawn()
             .context("starting stripe-sim")?;
-        // The api creates and migrates the database; workers wait for the schema.
-        let api = Command::new(cfg.bin_dir.join("api"))
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(log("api")?)
-            .stderr(log("api.err")?)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting api")?;
+        // The apis create and migrate the database, all at once; workers wait for the schema.
+        let mut apis = Vec::new();
+        for (i, port) in api_ports.iter().enumerate() {
+            let name = if i == 0 {
+                "api".to_owned()
+            } else {
+                format!("api-{}", i + 1)
+            };
+            apis.push(
+                Command::new(cfg.bin_dir.join("api"))
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .env("API_ADDR", format!("127.0.0.1:{port}"))
+                    .stdout(log(&name)?)
+                    .stderr(log(&format!("{name}.err"))?)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .context("starting api")?,
+            );
+        }
         let mut stack = Stack {
             api_url,
+            api_urls,
             sim_url,
             database_url,
             redis_url,
@@ -149,7 +189,7 @@ impl Stack {
             bin_dir: cfg.bin_dir,
             log_dir: cfg.log_dir,
             sim,
-            api,
+            apis,
             workers: vec![],
             started_workers: 0,
             torn_down: false,
@@ -165,14 +205,16 @@ impl Stack {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + within;
         loop {
-            let api = client.get(format!("{}/readyz", self.api_url)).send().await;
-            let sim = client
+            let mut ready = client
                 .get(format!("{}/sim/stats", self.sim_url))
                 .send()
-                .await;
-            if api.is_ok_and(|r| r.status().is_success())
-                && sim.is_ok_and(|r| r.status().is_success())
-            {
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            for api in &self.api_urls {
+                let api = client.get(format!("{api}/readyz")).send().await;
+                ready &= api.is_ok_and(|r| r.status().is_success());
+            }
+            if ready {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -257,9 +299,9 @@ impl Stack {
         self.started_workers
     }
 
-    /// The api's process id (for reading its CPU time and peak memory from /proc).
+    /// The (first) api's process id (for reading its CPU time and peak memory from /proc).
     pub fn api_pid(&self) -> Option<u32> {
-        self.api.id()
+        self.apis.first().and_then(Child::id)
     }
 
     /// stripe-sim's process id.
@@ -280,7 +322,12 @@ impl Stack {
     /// Stops every process and removes the database and the Redis keys.
     pub async fn teardown(mut self) -> anyhow::Result<()> {
         let mut workers = std::mem::take(&mut self.workers);
-        for child in workers.iter_mut().chain([&mut self.api, &mut self.sim]) {
+        let mut apis = std::mem::take(&mut self.apis);
+        for child in workers
+            .iter_mut()
+            .chain(apis.iter_mut())
+            .chain([&mut self.sim])
+        {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
@@ -317,7 +364,7 @@ impl Drop for Stack {
 
 async fn remove_data(database_url: &str, redis_url: &str, namespace: &str) -> anyhow::Result<()> {
     shared::db::drop_database(database_url).await?;
-    let client = redis::Client::open(redis_url)?;
+    let client = shared::queue::redis_client(redis_url, None)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     shared::queue::cleanup::remove_namespace(&mut conn, namespace).await?;
     Ok(())

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde::Deserialize;
 
 use crate::load::Accepted;
@@ -92,7 +91,7 @@ pub async fn check(
             charges.entry(t).or_default().push(c.payment_intent);
         }
     }
-    let mut conn = AsyncPgConnection::establish(database_url).await?;
+    let mut conn = shared::db::connect(database_url).await?;
     let mut v = Verdicts {
         payments: accepted.len(),
         ..Default::default()
@@ -186,7 +185,7 @@ pub async fn failed_with_intent(database_url: &str) -> anyhow::Result<Vec<(uuid:
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
     use shared::schema::transactions::dsl;
-    let mut conn = AsyncPgConnection::establish(database_url).await?;
+    let mut conn = shared::db::connect(database_url).await?;
     let rows: Vec<(uuid::Uuid, Option<String>)> = dsl::transactions
         .filter(dsl::state.eq(shared::state_machine::TxState::Failed))
         .filter(dsl::stripe_id.is_not_null())
@@ -201,7 +200,7 @@ pub async fn failed_with_intent(database_url: &str) -> anyhow::Result<Vec<(uuid:
 
 /// Unfinished transactions in the database right now.
 pub async fn unfinished(database_url: &str) -> anyhow::Result<i64> {
-    let mut conn = AsyncPgConnection::establish(database_url).await?;
+    let mut conn = shared::db::connect(database_url).await?;
     let counts = shared::transactions::count_by_state(&mut conn).await?;
     Ok(counts
         .iter()

@@ -19,6 +19,9 @@ async fn stack(
     let mut env = service_env();
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Stack::start(StackConfig {
+        apis: 1,
+        pooler_port: None,
+        database_url: None,
         bin_dir: default_bin_dir(),
         log_dir: default_bin_dir().join(format!("fault-logs/{name}")),
         workers,

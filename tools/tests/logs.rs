@@ -28,6 +28,9 @@ async fn logs_are_json_carry_the_transaction_id_and_never_a_secret() {
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
     let stack = Stack::start(StackConfig {
+        apis: 1,
+        pooler_port: None,
+        database_url: None,
         bin_dir: default_bin_dir(),
         log_dir: log_dir.clone(),
         workers: 1,

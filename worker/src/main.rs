@@ -7,7 +7,8 @@ use shared::settings::Settings;
 async fn main() -> anyhow::Result<()> {
     shared::telemetry::init("info,worker=info,apalis=warn");
     let settings = Settings::from_env()?;
-    worker::startup::ensure_schema_current(&settings.database_url).await?;
+    worker::startup::ensure_schema_current(&settings.database_direct_url).await?;
+    shared::preflight::refuse_misconfigured(&settings).await?;
     let app = worker::startup::Application::build(settings).await?;
     app.run_until_stopped(shutdown_signal()).await
 }

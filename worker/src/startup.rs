@@ -45,7 +45,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let w = &settings.worker;
-        let conn = redis_connection(&settings.redis_url)?;
+        let conn = redis_connection(&settings.redis_url, settings.redis_ca_file.as_deref())?;
         // A job holds a connection only to claim and to record, never across the Stripe call,
         // so a small pool serves a large concurrency; it also keeps several workers plus the
         // api under Postgres' default 100 connections.
@@ -55,7 +55,7 @@ impl Application {
                 .database_pool_size
                 .unwrap_or((w.concurrency as u32).clamp(4, 16)),
             Duration::from_secs(10),
-        );
+        )?;
         let queue = ChargeQueue::new(conn.clone(), &settings.queue_namespace);
         let ctx = Arc::new(ChargeContext {
             db: db.clone(),

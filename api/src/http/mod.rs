@@ -9,9 +9,12 @@
 //!   the client sees it.
 //! - [`json_guard`]: nesting and string limits, checked before serde parses a body.
 //! - [`cors`]: configured origins only.
-//! - [`rate_limit`]: per client on `POST /transactions`.
+//! - [`client_ip`]: the client's address, behind `TRUSTED_PROXIES`.
+//! - [`rate_limit`]: per client on `POST /transactions` and the 3-D Secure confirm, shared by
+//!   every api process through Redis.
 //! - [`metrics`]: requests by route and status, and the api's `/metrics`.
 
+pub mod client_ip;
 pub mod cors;
 pub mod deadline;
 pub mod json_guard;

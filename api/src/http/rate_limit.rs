@@ -1,76 +1,95 @@
-//! A per-client limit on `POST /transactions`, so one client cannot flood the payments table
-//! (or brute-force the merchant key). A token bucket per client IP, refilled at
-//! `RATE_LIMIT_PER_MINUTE` per minute and holding a minute's worth, kept in this process's
-//! memory: with several api processes each counts on its own (docs/security.md). The client is
-//! the TCP peer (`ConnectInfo`), never a header it could forge; IPv6 clients are counted per
-//! /64, the block a single host usually has. A request with the valid merchant key is not
-//! limited: the merchant's backend is one address doing all of the shop's payments.
+//! Per-client limits on the endpoints that write: `POST /transactions` (so one client cannot
+//! flood the payments table or brute-force the merchant key) and the 3-D Secure confirm. One
+//! count for every api process, kept in Redis ([`shared::ratelimit::Gcra`]): a minute's worth at
+//! once, then the configured rate. The client is [`ClientIp`] (the socket's peer, or behind
+//! `TRUSTED_PROXIES` the address they recorded); IPv6 clients are counted per /64, the block a
+//! single host usually has. A request with the valid merchant key is not limited: the merchant's
+//! backend is one address doing all of the shop's payments.
+//!
+//! While Redis cannot answer (within [`ASK_WITHIN`]) requests go through, with a warning at most
+//! every 10 s: a limit must not take the checkout down with it, and the payment itself needs
+//! Redis anyway.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use redis::aio::ConnectionManager;
+use shared::ratelimit::{Decision, Gcra};
 use shared::secret::Secret;
+use shared::telemetry::Throttle;
 
 use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
 
-/// Buckets kept before the full ones (clients quiet for a minute) are forgotten.
-const PRUNE_AT: usize = 10_000;
-
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
+/// How long a request waits for the limiter before going through unlimited.
+pub const ASK_WITHIN: Duration = Duration::from_millis(250);
 
 pub struct RateLimiter {
-    per_minute: u32,
+    /// `None`: no limit.
+    gcra: Option<Gcra>,
+    /// `{namespace}:client_rate:{scope}:`, followed by the client's address.
+    prefix: String,
     merchant_key: Option<Secret>,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    redis: ConnectionManager,
+    unavailable: Throttle,
 }
 
 impl RateLimiter {
-    /// `per_minute` 0 turns the limit off.
-    pub fn new(per_minute: u32, merchant_key: Option<Secret>) -> Arc<Self> {
+    /// `per_minute` 0 turns the limit off. `scope` names the endpoint: each has its own counts.
+    pub fn new(
+        scope: &str,
+        per_minute: u32,
+        merchant_key: Option<Secret>,
+        redis: ConnectionManager,
+        namespace: &str,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            per_minute,
+            gcra: (per_minute > 0)
+                .then(|| Gcra::new(per_minute, Duration::from_secs(60), per_minute)),
+            prefix: format!("{namespace}:client_rate:{scope}:"),
             merchant_key,
-            buckets: Mutex::new(HashMap::new()),
+            redis,
+            unavailable: Throttle::new(Duration::from_secs(10)),
         })
     }
 
-    /// Takes one token for `client` at `now`; when none is left, how many seconds until one is.
-    pub fn take(&self, client: IpAddr, now: Instant) -> Result<(), u64> {
-        if self.per_minute == 0 {
+    /// `Err(seconds)` when `client` must wait before its next request.
+    pub async fn take(&self, client: IpAddr) -> Result<(), u64> {
+        let Some(gcra) = self.gcra else {
             return Ok(());
+        };
+        let key = format!("{}{}", self.prefix, key(client));
+        let mut conn = self.redis.clone();
+        let answer = tokio::time::timeout(ASK_WITHIN, gcra.check(&mut conn, &key)).await;
+        match answer {
+            Ok(Ok(Decision::Allowed)) => Ok(()),
+            Ok(Ok(Decision::Wait(wait))) => {
+                Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            }
+            Ok(Err(e)) => {
+                self.let_through(&e.to_string());
+                Ok(())
+            }
+            Err(_) => {
+                self.let_through("no answer within 250 ms");
+                Ok(())
+            }
         }
-        let capacity = f64::from(self.per_minute);
-        let per_sec = capacity / 60.0;
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= PRUNE_AT {
-            buckets.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * per_sec
-                    < capacity
-            });
-        }
-        let bucket = buckets.entry(key(client)).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * per_sec).min(capacity);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec);
-            Err(wait.as_secs().max(1) + u64::from(wait.subsec_nanos() > 0))
+    }
+
+    fn let_through(&self, why: &str) {
+        metrics::counter!("payments_rate_limit_unavailable_total").increment(1);
+        if let Some(left_out) = self.unavailable.ready() {
+            tracing::warn!(
+                error = why,
+                left_out,
+                "rate limit unavailable (Redis); letting requests through"
+            );
         }
     }
 
@@ -86,32 +105,27 @@ impl RateLimiter {
 
 /// IPv4 addresses as they are; IPv6 by their /64.
 fn key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
+    match shared::cidr::canonical(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 
-/// The middleware: 429 `rate_limited` with `Retry-After` once a client's bucket is empty.
+/// The middleware: 429 `rate_limited` with `Retry-After` once a client has used its share.
 pub async fn enforce(
     State(limiter): State<Arc<RateLimiter>>,
     req: Request,
     next: Next,
 ) -> Response {
-    // Served without our accept loop (a test calling the router directly), every request
-    // counts as one anonymous client.
     let client = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        .get::<ClientIp>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
     if !limiter.is_merchant(&req)
-        && let Err(retry_after_secs) = limiter.take(client, Instant::now())
+        && let Err(retry_after_secs) = limiter.take(client).await
     {
         tracing::warn!(%client, "rate limit reached");
         return ApiError::RateLimited { retry_after_secs }.into_response();
@@ -122,33 +136,6 @@ pub async fn enforce(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_client_gets_a_minutes_worth_then_waits() {
-        let limiter = RateLimiter::new(3, None);
-        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(limiter.take(a, t0), Ok(()));
-        }
-        assert_eq!(limiter.take(a, t0), Err(20));
-        // Another client has its own bucket.
-        assert_eq!(limiter.take(b, t0), Ok(()));
-        // One token comes back every 20 s.
-        assert_eq!(limiter.take(a, t0 + Duration::from_secs(20)), Ok(()));
-        assert!(limiter.take(a, t0 + Duration::from_secs(21)).is_err());
-    }
-
-    #[test]
-    fn zero_means_no_limit() {
-        let limiter = RateLimiter::new(0, None);
-        for _ in 0..1000 {
-            assert_eq!(
-                limiter.take(IpAddr::from([10, 0, 0, 1]), Instant::now()),
-                Ok(())
-            );
-        }
-    }
 
     #[test]
     fn ipv6_clients_are_counted_per_64() {

@@ -2,8 +2,15 @@
 //! Prometheus and scripts) or as the password of HTTP Basic auth (so a browser can open the
 //! ops page: it prompts once and then sends it with every request to the same origin).
 //! Compared in constant time; a missing or wrong token gets the same 401, with no hint.
+//!
+//! A browser sends those Basic credentials with *any* request to our origin, a form another
+//! site posts included. So every state-changing ops request must also come from our own pages
+//! ([`refuse_cross_site`]), or it gets a 403 before the credentials are even looked at.
 
+use axum::extract::Request;
 use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
 use crate::error::ApiError;
@@ -33,6 +40,42 @@ pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
     }
 }
 
+/// The middleware over every ops route: a request that can change something (anything but
+/// GET, HEAD, OPTIONS) passes [`refuse_cross_site`] first.
+pub async fn same_site_only(req: Request, next: Next) -> Response {
+    if !req.method().is_safe()
+        && let Err(e) = refuse_cross_site(req.headers())
+    {
+        tracing::warn!(path = %req.uri().path(), "cross-site ops request refused");
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+/// `Err(ApiError::CrossSite)` (403) for a request a browser sent on another site's behalf.
+/// Browsers say where a request comes from: `Sec-Fetch-Site` (every current browser), else
+/// `Origin`, which must name the host we were asked for (`Host`, or `X-Forwarded-Host` from a
+/// proxy). A request with neither is not a browser's (curl, payctl, Prometheus) and has no
+/// ambient credentials to abuse.
+pub fn refuse_cross_site(headers: &HeaderMap) -> Result<(), ApiError> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return match site {
+            "same-origin" | "none" => Ok(()),
+            _ => Err(ApiError::CrossSite),
+        };
+    }
+    let Some(origin) = text("origin") else {
+        return Ok(());
+    };
+    let origin_host = origin.split_once("://").map(|(_, host)| host);
+    let asked = [text("host"), text("x-forwarded-host")];
+    match origin_host {
+        Some(o) if asked.iter().flatten().any(|h| h.eq_ignore_ascii_case(o)) => Ok(()),
+        _ => Err(ApiError::CrossSite),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +85,46 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
         h
+    }
+
+    fn with(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn only_our_own_pages_may_change_anything() {
+        let ok = [
+            with(&[
+                ("sec-fetch-site", "same-origin"),
+                ("origin", "https://evil.example"),
+            ]),
+            with(&[("origin", "https://pay.example"), ("host", "pay.example")]),
+            with(&[
+                ("origin", "https://pay.example"),
+                ("host", "10.0.0.5:8080"),
+                ("x-forwarded-host", "pay.example"),
+            ]),
+            with(&[("host", "pay.example")]),
+        ];
+        for h in ok {
+            assert!(refuse_cross_site(&h).is_ok(), "{h:?}");
+        }
+        let refused = [
+            with(&[("sec-fetch-site", "cross-site"), ("host", "pay.example")]),
+            with(&[("sec-fetch-site", "same-site"), ("host", "pay.example")]),
+            with(&[("origin", "https://evil.example"), ("host", "pay.example")]),
+            with(&[("origin", "null"), ("host", "pay.example")]),
+        ];
+        for h in refused {
+            assert!(
+                matches!(refuse_cross_site(&h), Err(ApiError::CrossSite)),
+                "{h:?}"
+            );
+        }
     }
 
     #[test]

@@ -7,3 +7,18 @@
 pub mod auth;
 pub mod page;
 pub mod queue;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::state::AppState;
+
+/// The ops routes. Every one that changes something refuses cross-site requests
+/// ([`auth::same_site_only`]), whatever its handler does.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ops", get(page::page))
+        .route("/ops/api/summary", get(page::summary))
+        .route("/ops/api/dead/{task_id}/retry", post(page::retry_dead))
+        .route_layer(axum::middleware::from_fn(auth::same_site_only))
+}

@@ -12,9 +12,9 @@ use crate::ctx::{Ctx, Report};
 
 pub async fn run(ctx: &mut Ctx, since: Duration) -> anyhow::Result<PassReport> {
     let s = &ctx.settings;
-    let redis = shared::queue::redis_connection(&s.redis_url)?;
+    let redis = shared::queue::redis_connection(&s.redis_url, s.redis_ca_file.as_deref())?;
     let stripe = Stripe::new(&s.stripe, redis, &s.queue_namespace)?;
-    let db = shared::db::pool(&s.database_url, 1);
+    let db = shared::db::pool(&s.database_url, 1)?;
     let to = Utc::now();
     let from = to - chrono::TimeDelta::from_std(since).unwrap_or_default();
     reconcile::pass(&db, &stripe, from, to).await

@@ -75,7 +75,7 @@ impl Env {
             .batch_size(1)
             .heartbeat_interval(self.settings.worker.heartbeat)
             .missed_heartbeats(self.settings.worker.missed_heartbeats);
-        let conn = redis_connection(&self.settings.redis_url).unwrap();
+        let conn = redis_connection(&self.settings.redis_url, None).unwrap();
         let storage = RedisStorage::<StripeCharge>::new(conn).with_config(config);
         let poll = Duration::from_millis(50);
         let (stop, rx) = oneshot::channel::<()>();

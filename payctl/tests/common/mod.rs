@@ -123,7 +123,7 @@ impl Env {
 
     /// Pushes a charge job with the producer the api and the worker use.
     pub async fn enqueue(&self, transaction_id: Uuid, delay: Option<Duration>) {
-        let conn = redis_connection(&self.settings.redis_url).unwrap();
+        let conn = redis_connection(&self.settings.redis_url, None).unwrap();
         ChargeQueue::new(conn, &self.settings.queue_namespace)
             .enqueue(transaction_id, delay)
             .await

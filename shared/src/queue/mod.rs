@@ -19,6 +19,7 @@ pub mod stuck;
 pub mod task;
 pub mod workers;
 
+use std::path::Path;
 use std::time::Duration;
 
 use apalis_core::backend::TaskSink;
@@ -40,10 +41,37 @@ pub fn charge_queue_name(namespace: &str) -> String {
     format!("{namespace}:stripe_charge")
 }
 
+/// A Redis client for `redis://` or `rediss://` (TLS: verified against the system's roots, or
+/// against `ca_file` only when one is given; the URL's `#insecure` fragment skips verification).
+pub fn redis_client(
+    redis_url: &str,
+    ca_file: Option<&Path>,
+) -> Result<redis::Client, redis::RedisError> {
+    crate::tls::crypto_provider();
+    let Some(path) = ca_file else {
+        return redis::Client::open(redis_url);
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "REDIS_CA_FILE cannot be read",
+            format!("{}: {e}", path.display()),
+        ))
+    })?;
+    let tls = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    redis::Client::build_with_tls(redis_url, tls)
+}
+
 /// A Redis connection that is made on first use and re-made after Redis goes away, so the
 /// services start, and keep running, while Redis is down.
-pub fn redis_connection(redis_url: &str) -> Result<ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(redis_url)?;
+pub fn redis_connection(
+    redis_url: &str,
+    ca_file: Option<&Path>,
+) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis_client(redis_url, ca_file)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(5)))

@@ -2,8 +2,10 @@
 //! `.env.example` at the repository root documents every variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cidr::Cidr;
 use crate::money::Prices;
 use crate::secret::Secret;
 
@@ -11,11 +13,20 @@ pub const DEFAULT_PRICES: &str = "basic=1000:usd,pro=2500:eur";
 
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// What the pools use: Postgres itself, or a pooler in front of it. `DATABASE_CA_FILE`, when
+    /// set, is added to it as `sslrootcert` (crate::db::connect reads libpq's `sslmode`).
     pub database_url: String,
+    /// Migrations and LISTEN, which need a session of their own: Postgres itself, never a
+    /// transaction-mode pooler (`DATABASE_DIRECT_URL`, default `database_url`).
+    pub database_direct_url: String,
     /// Connections this process opens to Postgres at start and keeps (`DATABASE_POOL_SIZE`);
     /// unset: 16 for the api, `WORKER_CONCURRENCY` within 4..=16 for a worker.
     pub database_pool_size: Option<u32>,
+    /// `redis://` or `rediss://` (TLS; `#insecure` skips verification, for development).
     pub redis_url: String,
+    /// A PEM CA to verify a `rediss://` server with instead of the system's roots
+    /// (`REDIS_CA_FILE`).
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key this deployment uses.
     pub queue_namespace: String,
     pub api_addr: SocketAddr,
@@ -32,9 +43,14 @@ pub struct Settings {
 /// How the api treats the clients in front of it.
 #[derive(Clone, Debug)]
 pub struct HttpSettings {
-    /// `POST /transactions` per client IP per minute, counted in each api process's memory
-    /// (0: no limit). Generous by default: it stops a runaway script, not a busy shop.
+    /// `POST /transactions` per client IP per minute, one count for every api process (kept in
+    /// Redis; 0: no limit). Generous by default: it stops a runaway script, not a busy shop.
     pub rate_limit_per_minute: u32,
+    /// The same for `POST /transactions/{id}/confirm` (`CONFIRM_RATE_LIMIT_PER_MINUTE`).
+    pub confirm_rate_limit_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` are believed (`TRUSTED_PROXIES`, a comma
+    /// list of address blocks). Empty: the client is the socket's peer.
+    pub trusted_proxies: Vec<Cidr>,
     /// Origins (`https://shop.example`) whose pages may call the api from a browser; empty:
     /// same-origin only.
     pub cors_allowed_origins: Vec<String>,
@@ -155,6 +171,20 @@ impl Vars<'_> {
     }
 }
 
+/// `url` with `sslrootcert=<ca_file>` added, unless it names one already.
+fn with_root_cert(url: String, ca_file: Option<&str>) -> String {
+    match ca_file {
+        Some(path) if !url.contains("sslrootcert=") => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!(
+                "{url}{sep}sslrootcert={}",
+                path.replace('%', "%25").replace('&', "%26")
+            )
+        }
+        _ => url,
+    }
+}
+
 impl Settings {
     /// Reads the environment. Nothing is logged here: some of these are secrets.
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -167,14 +197,21 @@ impl Settings {
         let prices = Prices::parse(&v.var("PRICES").unwrap_or_else(|| DEFAULT_PRICES.into()))
             .map_err(|e| SettingsError(format!("PRICES: {e}")))?;
         let stripe_timeout = v.millis("STRIPE_TIMEOUT_MS", 10_000)?;
+        let database_url = v
+            .var("DATABASE_URL")
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/payments".into());
+        let database_direct_url = v
+            .var("DATABASE_DIRECT_URL")
+            .unwrap_or_else(|| database_url.clone());
+        let ca_file = v.var("DATABASE_CA_FILE");
         let settings = Settings {
-            database_url: v
-                .var("DATABASE_URL")
-                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/payments".into()),
+            database_url: with_root_cert(database_url, ca_file.as_deref()),
+            database_direct_url: with_root_cert(database_direct_url, ca_file.as_deref()),
             database_pool_size: v.optional("DATABASE_POOL_SIZE")?,
             redis_url: v
                 .var("REDIS_URL")
                 .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            redis_ca_file: v.var("REDIS_CA_FILE").map(PathBuf::from),
             queue_namespace: v
                 .var("QUEUE_NAMESPACE")
                 .unwrap_or_else(|| "payments".into()),
@@ -225,6 +262,21 @@ impl Settings {
             },
             http: HttpSettings {
                 rate_limit_per_minute: v.parsed("RATE_LIMIT_PER_MINUTE", 6_000)?,
+                confirm_rate_limit_per_minute: v.parsed("CONFIRM_RATE_LIMIT_PER_MINUTE", 600)?,
+                trusted_proxies: v
+                    .var("TRUSTED_PROXIES")
+                    .map(|list| {
+                        list.split(',')
+                            .map(str::trim)
+                            .filter(|c| !c.is_empty())
+                            .map(|c| {
+                                c.parse()
+                                    .map_err(|e| SettingsError(format!("TRUSTED_PROXIES: {e}")))
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .transpose()?
+                    .unwrap_or_default(),
                 cors_allowed_origins: v
                     .var("CORS_ALLOWED_ORIGINS")
                     .map(|v| {

@@ -71,3 +71,43 @@ fn a_rejected_secret_is_not_echoed() {
     let e = error(&[("ADMIN_TOKEN", "short-secret")]);
     assert!(!e.contains("short-secret"), "{e}");
 }
+
+#[test]
+fn migrations_use_the_direct_url_which_defaults_to_the_pooled_one() {
+    let s = from(&[("DATABASE_URL", "postgres://u@pooler:6432/p")]).unwrap();
+    assert_eq!(s.database_direct_url, "postgres://u@pooler:6432/p");
+    let s = from(&[
+        ("DATABASE_URL", "postgres://u@pooler:6432/p"),
+        ("DATABASE_DIRECT_URL", "postgres://u@db:5432/p"),
+    ])
+    .unwrap();
+    assert_eq!(s.database_direct_url, "postgres://u@db:5432/p");
+}
+
+#[test]
+fn the_database_ca_file_goes_into_both_urls() {
+    let s = from(&[
+        ("DATABASE_URL", "postgres://u@db/p?sslmode=verify-full"),
+        (
+            "DATABASE_DIRECT_URL",
+            "postgres://u@db/p?sslmode=verify-full&sslrootcert=/own.pem",
+        ),
+        ("DATABASE_CA_FILE", "/etc/rds-ca.pem"),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.database_url,
+        "postgres://u@db/p?sslmode=verify-full&sslrootcert=/etc/rds-ca.pem"
+    );
+    // A URL that names its own root certificate keeps it.
+    assert!(s.database_direct_url.ends_with("sslrootcert=/own.pem"));
+}
+
+#[test]
+fn trusted_proxies_are_address_blocks() {
+    let s = from(&[("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1,,2001:db8::/32")]).unwrap();
+    assert_eq!(s.http.trusted_proxies.len(), 3);
+    assert!(from(&[]).unwrap().http.trusted_proxies.is_empty());
+    let e = error(&[("TRUSTED_PROXIES", "10.0.0.0/8,loadbalancer")]);
+    assert!(e.starts_with("TRUSTED_PROXIES: `loadbalancer`"), "{e}");
+}

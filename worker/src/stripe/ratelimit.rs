@@ -1,23 +1,18 @@
 //! A rate limit toward Stripe shared by every worker process through Redis: Stripe counts
-//! requests per account (25/s in test mode, 100/s live), not per process. A fixed one-second
-//! window, counted with one atomic script per call.
+//! requests per account (25/s in test mode, 100/s live), not per process. A sliding one-second
+//! window ([`shared::ratelimit::SlidingWindow`]): never more than the budget in any second,
+//! where a fixed window let twice the budget through across a window's edge (Stripe answers
+//! that with 429s).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::RngExt;
 use redis::aio::ConnectionManager;
-
-/// Takes a slot of this second if fewer than ARGV[1] are taken; 0 when none is left.
-const SCRIPT: &str = r"
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n >= tonumber(ARGV[1]) then return 0 end
-n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], 2000) end
-return n";
+use shared::ratelimit::{Decision, SlidingWindow};
 
 /// Whose call it is. Customer-facing calls (a charge, its confirm, a 3-D Secure re-check, a
-/// cancel) may use the whole budget; background work (the reconciler's lists) takes a slot only
-/// while a second's count is under half of it, so it yields when customers need the budget.
+/// cancel) may use the whole budget; background work (the reconciler's lists) takes a place
+/// only while the last second holds under half of it, so it yields when customers need it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Priority {
     Customer,
@@ -27,51 +22,43 @@ pub enum Priority {
 #[derive(Clone)]
 pub struct RateLimiter {
     conn: ConnectionManager,
-    prefix: String,
+    key: String,
     per_second: u64,
-    script: redis::Script,
+    window: SlidingWindow,
 }
 
 impl RateLimiter {
     pub fn new(conn: ConnectionManager, namespace: &str, per_second: u64) -> Self {
         Self {
             conn,
-            prefix: format!("{namespace}:stripe_rate"),
+            key: format!("{namespace}:stripe_rate"),
             per_second,
-            script: redis::Script::new(SCRIPT),
+            window: SlidingWindow {
+                window: Duration::from_secs(1),
+            },
         }
     }
 
-    /// Waits for a slot. `per_second == 0` disables the limit. If Redis cannot be asked, the
+    /// Waits for a place. `per_second == 0` disables the limit. If Redis cannot be asked, the
     /// call goes ahead: Stripe's own 429 (which we honour) is the backstop, and a payment must
     /// not stall on the limiter's own storage.
     pub async fn acquire(&self, priority: Priority) {
         if self.per_second == 0 {
             return;
         }
-        let budget = match priority {
+        let limit = match priority {
             Priority::Customer => self.per_second,
             Priority::Background => (self.per_second / 2).max(1),
         };
         for _ in 0..600 {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            let key = format!("{}:{}", self.prefix, now.as_secs());
             let mut conn = self.conn.clone();
-            match self
-                .script
-                .key(&key)
-                .arg(budget)
-                .invoke_async::<u64>(&mut conn)
-                .await
-            {
-                Ok(n) if n > 0 => return,
-                Ok(_) => {
-                    // Wait for the next window, spread over its first 100 ms.
-                    let into = Duration::from_nanos(u64::from(now.subsec_nanos()));
-                    let jitter = Duration::from_millis(rand::rng().random_range(0..100));
-                    tokio::time::sleep(Duration::from_secs(1).saturating_sub(into) + jitter).await;
+            match self.window.take(&mut conn, &self.key, limit).await {
+                Ok(Decision::Allowed) => return,
+                Ok(Decision::Wait(wait)) => {
+                    // Callers woken by the same departure would all retry at once; a few ms
+                    // of jitter spreads them.
+                    let jitter = Duration::from_millis(rand::rng().random_range(0..10));
+                    tokio::time::sleep(wait + jitter).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "rate limiter unavailable; calling Stripe anyway");

@@ -1,10 +1,13 @@
 //! Test support (feature `testing`, for the workspace's tests only): a Postgres database and a
 //! Redis key prefix of one test's own, so tests run in parallel and leave nothing behind.
-//! A test cannot go on without them, so failing to make them panics.
+//! A test cannot go on without them, so failing to make them panics. [`servers`]: the servers
+//! a test runs for itself (a private Postgres with TLS, redis-server with TLS, PgBouncer).
 
 #![allow(clippy::expect_used)]
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+pub mod servers;
+
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 /// The Postgres and Redis every test reaches, from `DATABASE_URL` and `REDIS_URL`.
@@ -35,7 +38,7 @@ impl Scratch {
         let (db_url, redis_url) = base_urls();
         let admin_url = with_database(&db_url, "postgres");
         let db_name = format!("test_{}", Uuid::new_v4().simple());
-        let mut admin = AsyncPgConnection::establish(&admin_url)
+        let mut admin = crate::db::connect(&admin_url)
             .await
             .expect("connect to Postgres");
         diesel::sql_query(format!("CREATE DATABASE {db_name}"))
@@ -54,7 +57,7 @@ impl Scratch {
     }
 
     pub async fn connect(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.database_url)
+        crate::db::connect(&self.database_url)
             .await
             .expect("connect to the test database")
     }
@@ -63,13 +66,7 @@ impl Scratch {
     /// namespace, with apalis' global registration of the namespace's queue.
     pub async fn remove(&self) {
         let _ = crate::db::drop_database(&self.database_url).await;
-        let Ok(client) = redis::Client::open(self.redis_url.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-            return;
-        };
-        let _ = crate::queue::cleanup::remove_namespace(&mut conn, &self.namespace).await;
+        remove_namespace(&self.redis_url, &self.namespace).await;
     }
 
     /// [`Scratch::remove`] for a `Drop`, which cannot await: runs it on a thread with its own
@@ -101,6 +98,17 @@ impl Scratch {
             _ => join(),
         }
     }
+}
+
+/// Deletes every Redis key under `namespace` (best effort: a test's clean-up).
+pub async fn remove_namespace(redis_url: &str, namespace: &str) {
+    let Ok(client) = redis::Client::open(redis_url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let _ = crate::queue::cleanup::remove_namespace(&mut conn, namespace).await;
 }
 
 /// Owns a [`Scratch`] and removes it when dropped, also when the test panics.
