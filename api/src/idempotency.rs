@@ -55,7 +55,7 @@ pub fn request_key(
     let Some(key) = idempotency_key(headers)? else {
         return Ok(None);
     };
-    let canonical = serde_json::to_vec(&(
+    let mut canonical = serde_json::to_vec(&(
         scope,
         &payment.email,
         &payment.payment_method,
@@ -64,6 +64,14 @@ pub fn request_key(
         &payment.currency,
     ))
     .unwrap_or_default();
+    // The merchant's data counts when given (metadata keys are sorted); without it the
+    // fingerprint is what it was before there was any, so a retry across an upgrade replays.
+    let has_metadata = payment.metadata.as_object().is_some_and(|m| !m.is_empty());
+    if payment.reference.is_some() || has_metadata {
+        let extra =
+            serde_json::to_vec(&(&payment.reference, &payment.metadata)).unwrap_or_default();
+        canonical.extend_from_slice(&extra);
+    }
     Ok(Some(RequestKey {
         key: format!("{scope}:{key}"),
         fingerprint: hex::encode(Sha256::digest(canonical)),

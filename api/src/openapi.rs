@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::validate::CreateTransaction;
-use crate::views::{TransactionView, TxErrorDoc, TxStateDoc};
+use crate::views::{MerchantTransactionView, TransactionView, TxErrorDoc, TxStateDoc};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +30,7 @@ use crate::views::{TransactionView, TxErrorDoc, TxStateDoc};
         crate::routes::checkout::asset,
         crate::routes::transactions::create,
         crate::routes::transactions::show,
+        crate::routes::transactions::history,
         crate::routes::events::stream,
         crate::routes::transactions::confirm,
         crate::routes::webhooks::receive,
@@ -39,6 +40,8 @@ use crate::views::{TransactionView, TxErrorDoc, TxStateDoc};
     ),
     components(schemas(
         TransactionView,
+        MerchantTransactionView,
+        crate::routes::transactions::HistoryDoc,
         CreateTransaction,
         ErrorBody,
         ErrorDetail,

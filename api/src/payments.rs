@@ -81,6 +81,8 @@ pub async fn create(
         stripe_idempotency_key: NewTransaction::stripe_key_for(id),
         request_key,
         request_fingerprint: fingerprint.clone(),
+        reference: payment.reference,
+        metadata: payment.metadata,
     };
     let state = state.clone();
     let (row, replayed) = detached(accepted, async move {

@@ -38,6 +38,8 @@ impl Application {
         let header_read_timeout = settings.http.header_read_timeout;
         let (stopping, shutdown) = Shutdown::new();
         let state = build_state(settings, shutdown)?;
+        let urls = state.settings.merchant_webhooks.urls.clone();
+        shared::merchant_webhooks::sync_at_start(state.db.clone(), urls).await;
         Ok(Self {
             listener,
             router: router(state),
@@ -72,12 +74,13 @@ impl Application {
 
 pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<AppState> {
     shared::metrics::handle();
+    let db = shared::db::pool(
+        &settings.database_url,
+        settings.database_pool_size.unwrap_or(16),
+    )?;
     let redis = redis_connection(&settings.redis_url, settings.redis_ca_file.as_deref())?;
     Ok(AppState {
-        db: shared::db::pool(
-            &settings.database_url,
-            settings.database_pool_size.unwrap_or(16),
-        )?,
+        db,
         queue: ChargeQueue::new(redis.clone(), &settings.queue_namespace),
         keys: Arc::new(Keys::new(&settings.queue_namespace)),
         redis,
@@ -112,6 +115,7 @@ pub fn router(state: AppState) -> Router {
                 .route_layer(axum::middleware::from_fn_with_state(create_limit, enforce)),
         )
         .route("/transactions/{id}", get(transactions::show))
+        .route("/transactions/{id}/history", get(transactions::history))
         .route("/transactions/{id}/events", get(events::stream))
         .route(
             "/transactions/{id}/confirm",

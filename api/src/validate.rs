@@ -1,7 +1,10 @@
 //! Checks on a new payment request. Everything here is pure, so it is unit-tested without a
 //! server; the handler only wires it to the database and the queue.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use shared::merchant_data;
 use shared::money::{MAX_AMOUNT, MIN_AMOUNT, Prices, is_supported_currency};
 
 use crate::error::ApiError;
@@ -33,6 +36,17 @@ pub struct CreateTransaction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[A-Za-z]{3}$")]
     pub currency: Option<String>,
+    /// Your own id for what is bought (an order id), up to 255 characters: shown with the
+    /// merchant key, carried in every event and webhook, and sent to Stripe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 255, example = "order-1234")]
+    pub reference: Option<String>,
+    /// String keys (up to 40 characters, no `[` or `]`; `transaction_id` and `reference` are
+    /// ours) and string values (up to 500), at most 49 keys (48 with a `reference`): Stripe's
+    /// limits, since they are sent to Stripe as the intent's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::HashMap<String, String>>)]
+    pub metadata: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// A request that passed every check.
@@ -43,6 +57,9 @@ pub struct ValidPayment {
     pub price: Option<String>,
     pub amount: i64,
     pub currency: String,
+    pub reference: Option<String>,
+    /// A JSON object of strings, keys sorted.
+    pub metadata: serde_json::Value,
 }
 
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -89,12 +106,31 @@ pub fn validate(
         }
         (None, None, None) => return Err(ApiError::validation("price", "`price` is required")),
     };
+    // Like an amount, the merchant's own data never comes from an unauthenticated client: a
+    // browser naming another order's reference could have the merchant ship it.
+    if !merchant && (req.reference.is_some() || req.metadata.is_some()) {
+        return Err(ApiError::Unauthorized);
+    }
+    let invalid = |e: merchant_data::Invalid| ApiError::validation(e.field, e.message);
+    let reference = req
+        .reference
+        .as_deref()
+        .map(merchant_data::validate_reference)
+        .transpose()
+        .map_err(invalid)?;
+    let metadata = merchant_data::validate_metadata(
+        req.metadata.as_ref().unwrap_or(&BTreeMap::new()),
+        reference.is_some(),
+    )
+    .map_err(invalid)?;
     Ok(ValidPayment {
         email,
         payment_method,
         price,
         amount,
         currency,
+        reference,
+        metadata,
     })
 }
 
@@ -174,6 +210,8 @@ mod tests {
 
     fn req(price: Option<&str>, amount: Option<i64>, currency: Option<&str>) -> CreateTransaction {
         CreateTransaction {
+            reference: None,
+            metadata: None,
             email: "a@example.com".into(),
             payment_method: "pm_card_visa".into(),
             price: price.map(Into::into),
@@ -303,6 +341,8 @@ mod tests {
                 merchant in any::<bool>(),
             ) {
                 let req = CreateTransaction {
+                    reference: None,
+                    metadata: None,
                     email, payment_method: pm, price: price.clone(), amount, currency,
                 };
                 if let Ok(ok) = validate(&req, &prices(), merchant) {

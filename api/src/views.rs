@@ -2,7 +2,7 @@
 //! route that shows a transaction.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared::models::{Transaction, TxError};
 use shared::state_machine::TxState;
 use utoipa::ToSchema;
@@ -10,8 +10,10 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// A transaction as clients see it. Worker bookkeeping (leases, attempts, internal errors)
-/// stays inside; the client secret only while the browser needs it for 3-D Secure.
+/// A transaction as anyone holding its id sees it (the checkout page's poll): what the page
+/// needs, and nothing of the customer or the merchant's own data. Worker bookkeeping (leases,
+/// attempts, internal errors) stays inside; the client secret only while the browser needs it
+/// for 3-D Secure. With the merchant key, [`MerchantTransactionView`] instead.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TransactionView {
     pub id: Uuid,
@@ -20,7 +22,6 @@ pub struct TransactionView {
     /// Minor units (cents).
     pub amount: i64,
     pub currency: String,
-    pub email: String,
     /// The Stripe PaymentIntent, once there is one.
     pub stripe_id: Option<String>,
     /// Why the payment failed (`state` = `failed`).
@@ -41,7 +42,6 @@ impl From<Transaction> for TransactionView {
             state,
             amount: t.amount,
             currency: t.currency.clone(),
-            email: t.email.clone(),
             stripe_id: t.stripe_id.clone(),
             error: t.error(),
             created_at: t.created_at,
@@ -53,6 +53,34 @@ impl From<Transaction> for TransactionView {
             },
         }
     }
+}
+
+/// A transaction as the merchant sees it (with the merchant key), as every event and webhook
+/// carries it. Its one definition is SQL, `payment_snapshot` (migrations), so the three never
+/// differ; this type documents it and a test holds the two together.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantTransactionView {
+    pub id: Uuid,
+    #[schema(value_type = TxStateDoc)]
+    pub state: TxState,
+    pub amount: i64,
+    pub currency: String,
+    /// The `PRICES` name bought, for a browser's payment.
+    pub price: Option<String>,
+    pub email: String,
+    /// Your order id, as given when the payment was made.
+    pub reference: Option<String>,
+    #[schema(value_type = std::collections::HashMap<String, String>)]
+    pub metadata: serde_json::Value,
+    pub stripe_id: Option<String>,
+    #[schema(value_type = Option<TxErrorDoc>)]
+    pub error: Option<TxError>,
+    /// When Stripe reported a refund, a dispute.
+    pub refunded_at: Option<DateTime<Utc>>,
+    pub disputed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A transaction id from the path; anything that is not a UUID names no transaction.

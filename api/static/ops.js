@@ -106,6 +106,10 @@ async function refresh() {
     rows($("discrepancies"), s.discrepancies, (d) => [cell(new Date(d.found_at).toLocaleString()),
       cell(d.kind), cell(d.transaction_id), cell(d.stripe_id), cell(d.related_transaction_id), cell(d.detail)],
       "no discrepancy");
+    rows($("webhooks"), s.webhooks, (w) => [cell(w.url + (w.enabled ? "" : " (disabled)")),
+      cell(w.pending), cell(w.failing, w.failing > 0 ? "warn" : ""), cell(w.failed, w.failed > 0 ? "warn" : ""),
+      cell(w.delivered), cell(w.oldest_pending ? new Date(w.oldest_pending).toLocaleString() : "-"),
+      cell(w.last_error || "-")], "no endpoint configured");
     $("unknown").textContent = s.outcome_unknown > 0
       ? `${s.outcome_unknown} payment(s) with an unknown outcome are being resolved.`
       : "No payment has an unknown outcome.";

@@ -253,6 +253,8 @@ async fn a_payment_whose_job_was_lost_is_swept_back_into_the_queue() {
         stripe_idempotency_key: shared::models::NewTransaction::stripe_key_for(id),
         request_key: None,
         request_fingerprint: None,
+        reference: None,
+        metadata: serde_json::json!({}),
     };
     shared::transactions::insert(&mut conn, &new).await.unwrap();
     let t = app
@@ -391,7 +393,7 @@ async fn the_worker_refuses_a_schema_that_is_behind() {
     // A database with no migrations applied.
     let mut conn = app.db().await;
     use diesel_async::RunQueryDsl;
-    diesel::sql_query("DROP TABLE transactions")
+    diesel::sql_query("DROP TABLE transactions CASCADE")
         .execute(&mut conn)
         .await
         .unwrap();

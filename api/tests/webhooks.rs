@@ -108,7 +108,7 @@ async fn a_forged_or_stale_delivery_changes_nothing() {
     let body = intent_event("evt_forged", "payment_intent.succeeded", id, json!({}));
     let now = chrono::Utc::now().timestamp();
     let tampered = body.replace("700", "701");
-    let wrong_secret = api::webhooks::signature::sign(b"whsec_guessed", now, body.as_bytes());
+    let wrong_secret = shared::signature::sign(b"whsec_guessed", now, body.as_bytes());
     let cases: Vec<(&str, String, Option<String>)> = vec![
         ("no signature", body.clone(), None),
         ("garbage", body.clone(), Some("nonsense".into())),

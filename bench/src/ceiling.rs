@@ -108,6 +108,8 @@ async fn one_payment(pool: &PgPool, run: &str, i: u64) -> anyhow::Result<()> {
         request_key: Some(format!("public:ceiling-{run}-{i}")),
         // The api stores a SHA-256 hex digest: same width.
         request_fingerprint: Some(format!("{:064x}", u128::from(id.as_u64_pair().0))),
+        reference: None,
+        metadata: serde_json::json!({}),
     };
     {
         let mut conn = pool.get().await?;

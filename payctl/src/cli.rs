@@ -7,7 +7,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Parser, Subcommand};
 use shared::settings::Settings;
 
-use crate::commands::{discrepancies, list, purge, reconcile, retry, show, stats, stuck};
+use crate::commands::{discrepancies, list, purge, reconcile, retry, show, stats, stuck, webhooks};
 use crate::ctx::{Ctx, Report};
 use crate::duration;
 use shared::queue::task::JobState;
@@ -79,6 +79,11 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration::parse)]
         since: Duration,
     },
+    /// The merchant's webhooks: endpoints, deliveries, sending again.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Delete done jobs (set member, payload, meta) finished longer ago than the threshold.
     PurgeDone {
         #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
@@ -86,6 +91,31 @@ pub enum Command {
         /// Count what would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Each endpoint's health and the newest deliveries.
+    List {
+        /// Only deliveries in this state.
+        #[arg(long, value_parser = ["pending", "delivered", "failed"])]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
+    /// One event: its body, its deliveries and every attempt.
+    Show { event_id: String },
+    /// Send an event again to every endpoint, or every failed delivery of a window.
+    #[command(group(ArgGroup::new("which").required(true).args(["event_id", "failed"])))]
+    Redeliver {
+        event_id: Option<String>,
+        /// Every delivery that gave up, or whose last attempt failed.
+        #[arg(long, requires = "since")]
+        failed: bool,
+        /// With `--failed`: deliveries created within this long ago.
+        #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+        since: Option<Duration>,
     },
 }
 
@@ -125,6 +155,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             &discrepancies::run(&mut ctx, since, limit.into()).await?,
         ),
         Command::Reconcile { since } => emit(json, &reconcile::run(&mut ctx, since).await?),
+        Command::Webhooks { command } => match command {
+            WebhooksCommand::List { state, limit } => emit(
+                json,
+                &webhooks::list(&mut ctx, state.as_deref(), limit.into()).await?,
+            ),
+            WebhooksCommand::Show { event_id } => {
+                emit(json, &webhooks::show(&mut ctx, &event_id).await?)
+            }
+            WebhooksCommand::Redeliver {
+                event_id, since, ..
+            } => match (event_id, since) {
+                (Some(id), _) => emit(json, &webhooks::redeliver(&mut ctx, &id).await?),
+                (None, Some(since)) => {
+                    emit(json, &webhooks::redeliver_failed(&mut ctx, since).await?)
+                }
+                (None, None) => anyhow::bail!("give an event id, or --failed --since"),
+            },
+        },
         Command::PurgeDone {
             older_than,
             dry_run,

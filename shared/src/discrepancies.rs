@@ -46,12 +46,23 @@ pub struct Discrepancy {
 }
 
 /// Records `d` unless the same kind was recorded for the same transaction and intent before;
-/// `true` when it is new (then logged at warn and counted).
+/// `true` when it is new (then logged at warn, counted, and, for one of our payments, written
+/// to its event log as `payment.discrepancy` in the same transaction).
 pub async fn record(conn: &mut AsyncPgConnection, d: &NewDiscrepancy<'_>) -> DbResult<bool> {
-    let n = diesel::insert_into(dsl::discrepancies)
-        .values(d)
-        .on_conflict_do_nothing()
-        .execute(conn)
+    use diesel_async::AsyncConnection;
+    let n = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let n = diesel::insert_into(dsl::discrepancies)
+                .values(d)
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if let (1, Some(id)) = (n, d.transaction_id) {
+                crate::events::record_without_change(conn, id, "payment.discrepancy", d.source)
+                    .await?;
+            }
+            Ok(n)
+        })
         .await?;
     if n == 1 {
         tracing::warn!(kind = d.kind, transaction_id = ?d.transaction_id, stripe_id = d.stripe_id,

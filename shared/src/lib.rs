@@ -11,13 +11,20 @@
 //! - [`db`]: the async Postgres pool, connections over TLS, and the embedded migrations.
 //! - [`cidr`]: address blocks (`TRUSTED_PROXIES`).
 //! - [`ratelimit`]: rate limits shared by every process through Redis.
+//! - [`events`]: the event log, written with every change: the audit trail and the merchant
+//!   webhooks' outbox.
 //! - [`discrepancies`]: where Stripe's word contradicted ours (corrections, double charges).
 //! - [`intent`]: what a Stripe PaymentIntent's status means for a payment, and the messages
 //!   customers are shown; used by the worker and the webhooks alike.
 //! - [`queue`]: the `StripeCharge` job payload, the queue's name and its producer; the Redis key
 //!   layout apalis-redis 1.0 keeps, and reading and steering it (tasks, scans, scripts).
 //! - [`preflight`]: the start-up check that stops a service whose connections cannot work.
+//! - [`signature`]: Stripe's webhook signature scheme, verified on Stripe's events and signed on
+//!   ours.
 //! - [`settings`]: configuration from the environment, shared by both binaries.
+//! - [`merchant_data`]: the merchant's `reference` and `metadata`, with Stripe's limits.
+//! - [`merchant_webhooks`]: the merchant's endpoints, one delivery row per event and endpoint,
+//!   every attempt.
 //! - [`money`]: currencies and the price list.
 //! - [`ops`]: read-only queries for the ops page.
 //! - [`metrics`]: the Prometheus recorder and the gauges computed at scrape time.
@@ -31,7 +38,10 @@
 pub mod cidr;
 pub mod db;
 pub mod discrepancies;
+pub mod events;
 pub mod intent;
+pub mod merchant_data;
+pub mod merchant_webhooks;
 pub mod metrics;
 pub mod models;
 pub mod money;
@@ -43,6 +53,7 @@ pub mod ratelimit;
 pub mod schema;
 pub mod secret;
 pub mod settings;
+pub mod signature;
 pub mod state_machine;
 pub mod stripe_events;
 pub mod telemetry;

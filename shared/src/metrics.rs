@@ -62,6 +62,25 @@ pub async fn export_truth(conn: &mut AsyncPgConnection) {
         }
         Err(e) => tracing::warn!(error = %e, "unknown outcomes unavailable"),
     }
+    match crate::merchant_webhooks::health(conn).await {
+        Ok(endpoints) => {
+            for e in endpoints {
+                let url = crate::merchant_webhooks::redacted(&e.url);
+                metrics::gauge!("payments_merchant_webhook_pending", "url" => url.clone())
+                    .set(e.pending as f64);
+                metrics::gauge!("payments_merchant_webhook_failing", "url" => url.clone())
+                    .set(e.failing as f64);
+                metrics::gauge!("payments_merchant_webhook_gave_up", "url" => url.clone())
+                    .set(e.failed as f64);
+                let age = e
+                    .oldest_pending
+                    .map_or(0.0, |t| (chrono::Utc::now() - t).as_seconds_f64());
+                metrics::gauge!("payments_merchant_webhook_oldest_pending_seconds", "url" => url)
+                    .set(age.max(0.0));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "webhook deliveries unavailable"),
+    }
 }
 
 /// The text exposition of every metric recorded in this process.

@@ -51,6 +51,10 @@ pub struct Transaction {
     /// Failed while its intent could still be confirmed: the worker cancels the intent.
     pub cancel_requested_at: Option<DateTime<Utc>>,
     pub canceled_at: Option<DateTime<Utc>>,
+    /// The merchant's own id for what was bought (their order), if they gave one.
+    pub reference: Option<String>,
+    /// The merchant's metadata: an object of string values (`crate::merchant_data`).
+    pub metadata: serde_json::Value,
 }
 
 impl Transaction {
@@ -82,6 +86,8 @@ pub struct NewTransaction {
     pub stripe_idempotency_key: String,
     pub request_key: Option<String>,
     pub request_fingerprint: Option<String>,
+    pub reference: Option<String>,
+    pub metadata: serde_json::Value,
 }
 
 impl NewTransaction {

@@ -56,7 +56,73 @@ diesel::table! {
         requires_action_since -> Nullable<Timestamptz>,
         cancel_requested_at -> Nullable<Timestamptz>,
         canceled_at -> Nullable<Timestamptz>,
+        reference -> Nullable<Text>,
+        metadata -> Jsonb,
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(discrepancies, stripe_events, transactions,);
+diesel::table! {
+    payment_events (id) {
+        id -> Int8,
+        transaction_id -> Uuid,
+        #[sql_name = "type"]
+        kind -> Text,
+        previous_state -> Nullable<Text>,
+        new_state -> Text,
+        attempt -> Int4,
+        snapshot -> Jsonb,
+        cause -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Int4,
+        url -> Text,
+        enabled -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Int8,
+        event_id -> Int8,
+        endpoint_id -> Int4,
+        state -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        last_status -> Nullable<Int4>,
+        last_error -> Nullable<Text>,
+        last_latency_ms -> Nullable<Int4>,
+        delivered_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (id) {
+        id -> Int8,
+        delivery_id -> Int8,
+        attempted_at -> Timestamptz,
+        status -> Nullable<Int4>,
+        error -> Nullable<Text>,
+        latency_ms -> Int4,
+    }
+}
+
+diesel::joinable!(payment_events -> transactions (transaction_id));
+diesel::joinable!(webhook_deliveries -> payment_events (event_id));
+diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
+diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    discrepancies,
+    payment_events,
+    stripe_events,
+    transactions,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_endpoints,
+);

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::AstPass;
-use diesel::sql_types::{Array, BigInt, Interval, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Interval, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -50,13 +50,19 @@ struct Insert<'a>(&'a NewTransaction);
 
 impl FixedSql for Insert<'_> {
     type Id = Insert<'static>;
-    // Every other column takes its default.
-    const SQL: &'static str = "INSERT INTO transactions
+    // Every other column takes its default. A new payment writes its `payment.pending` event in
+    // the same statement; a repeated key writes nothing.
+    const SQL: &'static str = concat!(
+        "WITH ins AS (INSERT INTO transactions
              (id, amount, currency, email, price, payment_method, stripe_idempotency_key,
-              request_key, request_fingerprint)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+              request_key, request_fingerprint, reference, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (request_key) DO NOTHING
-         RETURNING *";
+         RETURNING *, NULL::text AS event_previous,
+                   payment_snapshot(transactions) AS event_snapshot), ",
+        crate::events::event_ctes!("ins", "'payment.' || r.state", "'api'"),
+        " SELECT * FROM ins"
+    );
 
     fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         let t = self.0;
@@ -70,9 +76,31 @@ impl FixedSql for Insert<'_> {
             7 => out.push_bind_param::<Text, _>(&t.stripe_idempotency_key),
             8 => out.push_bind_param::<Nullable<Text>, _>(&t.request_key),
             9 => out.push_bind_param::<Nullable<Text>, _>(&t.request_fingerprint),
+            10 => out.push_bind_param::<Nullable<Text>, _>(&t.reference),
+            11 => out.push_bind_param::<Jsonb, _>(&t.metadata),
             _ => Err(no_parameter(n)),
         }
     }
+}
+
+/// The payment as the merchant sees it (`payment_snapshot`, the view every event carries).
+pub async fn merchant_view(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> DbResult<Option<serde_json::Value>> {
+    #[derive(QueryableByName)]
+    struct Snapshot {
+        #[diesel(sql_type = diesel::sql_types::Jsonb)]
+        snapshot: serde_json::Value,
+    }
+    let found: Option<Snapshot> = diesel::sql_query(
+        "SELECT payment_snapshot(t) AS snapshot FROM transactions t WHERE id = $1",
+    )
+    .bind::<SqlUuid, _>(id)
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(found.map(|s| s.snapshot))
 }
 
 pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<Option<Transaction>> {
@@ -196,12 +224,15 @@ pub enum AfterCharge {
     Disputed,
 }
 
-/// Notes a refund or a dispute on the transaction, for ops; the first report's time stays.
-/// The payment's state does not change: it was charged. Returns whether the row changed.
+/// Notes a refund or a dispute on the transaction; the first report's time stays, and writes
+/// its event (`payment.refunded`, `payment.disputed`) the first time. The payment's state does
+/// not change: it was charged. Call it inside a transaction (the webhook's): the mark and its
+/// event commit together. Returns whether the row changed.
 pub async fn record_after_charge(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     what: AfterCharge,
+    cause: &str,
 ) -> DbResult<bool> {
     let target = diesel::update(dsl::transactions.find(id));
     let n = match what {
@@ -220,6 +251,13 @@ pub async fn record_after_charge(
                 .await?
         }
     };
+    if n == 1 {
+        let kind = match what {
+            AfterCharge::Refunded => "payment.refunded",
+            AfterCharge::Disputed => "payment.disputed",
+        };
+        crate::events::record_without_change(conn, id, kind, cause).await?;
+    }
     Ok(n == 1)
 }
 

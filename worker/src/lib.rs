@@ -12,9 +12,12 @@
 //! - [`sweeper`]: re-enqueues payments whose job was lost.
 //! - [`reconcile`]: Postgres held against Stripe's consistent list; fixes what Stripe's word
 //!   decides, records the rest as discrepancies.
+//! - [`merchant_webhooks`]: sends the event log to the merchant's endpoints, signed, at least
+//!   once.
 
 pub mod jobs;
 pub mod lease;
+pub mod merchant_webhooks;
 pub mod metrics;
 pub mod policy;
 pub mod reconcile;

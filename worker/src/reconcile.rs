@@ -109,6 +109,7 @@ pub async fn pass(
                 let fix = Transition::FromStripe {
                     outcome: &outcome,
                     source: Source::Reconciler,
+                    stripe_event: None,
                 };
                 if change(&mut conn, *id, fix)
                     .await?

@@ -119,6 +119,9 @@ impl Application {
             window: w.reconcile_window,
         };
         let reconciler = tokio::spawn(reconciler.run(stop.clone()));
+        let webhooks =
+            crate::merchant_webhooks::Sender::new(ctx.db.clone(), &settings.merchant_webhooks)
+                .map(|sender| tokio::spawn(sender.run(stop.clone())));
         let metrics = w.metrics_addr.map(|addr| {
             let keys = Keys::new(&settings.queue_namespace);
             let (dead_after, stop) = (w.presumed_dead_after(), stop.clone());
@@ -139,6 +142,9 @@ impl Application {
         consume(ctx, storage, w, &stop).await;
         let _ = sweeper.await;
         let _ = reconciler.await;
+        if let Some(w) = webhooks {
+            let _ = w.await;
+        }
         if let Some(m) = metrics {
             let _ = m.await;
         }

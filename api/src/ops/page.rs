@@ -43,6 +43,7 @@ struct Summary {
     /// Payments whose confirm went unanswered, being resolved against Stripe.
     outcome_unknown: i64,
     dead: Vec<DeadJob>,
+    webhooks: Vec<shared::merchant_webhooks::EndpointHealth>,
 }
 
 pub async fn summary(
@@ -65,6 +66,7 @@ pub async fn summary(
     let week_ago = chrono::Utc::now() - chrono::TimeDelta::days(7);
     let discrepancies = shared::discrepancies::since(&mut conn, week_ago, 20).await?;
     let (outcome_unknown, _) = shared::transactions::outcome_unknown(&mut conn).await?;
+    let webhooks = shared::merchant_webhooks::health(&mut conn).await?;
     Ok(axum::Json(Summary {
         queue,
         transactions,
@@ -73,6 +75,7 @@ pub async fn summary(
         discrepancies,
         outcome_unknown,
         dead,
+        webhooks,
     })
     .into_response())
 }

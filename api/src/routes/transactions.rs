@@ -68,7 +68,15 @@ pub async fn create(
     let Recorded { row, replayed } =
         payments::create(&state, payment, key, accepted.as_ref()).await?;
     tracing::Span::current().record("transaction_id", tracing::field::display(row.id));
-    let mut response = (StatusCode::ACCEPTED, AppJson(TransactionView::from(row))).into_response();
+    let mut response = if caller.is_merchant() {
+        // The payment is recorded: a failure to read it back must not read as "nothing done".
+        let view = merchant_view(&state, row.id)
+            .await
+            .map_err(|_| ApiError::OutcomeUnknown)?;
+        (StatusCode::ACCEPTED, AppJson(view)).into_response()
+    } else {
+        (StatusCode::ACCEPTED, AppJson(TransactionView::from(row))).into_response()
+    };
     if replayed {
         response
             .headers_mut()
@@ -85,22 +93,84 @@ pub async fn create(
     tag = "transactions",
     params(("id" = String, Path, description = "The transaction id (a UUID)")),
     responses(
-        (status = 200, body = TransactionView),
+        (status = 200, description = "Without a key, what the checkout page needs; with the \
+                                      merchant key, `MerchantTransactionView`",
+         body = TransactionView),
+        (status = 401, description = "A wrong key", body = ErrorBody),
         (status = 404, description = "Unknown or malformed id", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
+    security((), ("merchant_key" = [])),
 )]
 #[tracing::instrument(skip_all, fields(transaction_id = %id))]
 pub async fn show(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<AppJson<TransactionView>, ApiError> {
+) -> Result<Response, ApiError> {
+    let caller = payments::caller(&state, &headers)?;
     let id = parse_id(&id)?;
+    if caller.is_merchant() {
+        return Ok(AppJson(merchant_view(&state, id).await?).into_response());
+    }
     let mut conn = state.db.get().await?;
     let row = txq::find(&mut conn, id)
         .await?
         .ok_or(ApiError::NotFound("transaction"))?;
-    Ok(AppJson(row.into()))
+    Ok(AppJson(TransactionView::from(row)).into_response())
+}
+
+/// Everything that happened to a payment, oldest first: each state change, correction,
+/// discrepancy, refund and dispute, with the payment as it was right after and what caused it.
+/// The merchant key only.
+#[utoipa::path(
+    get,
+    path = "/transactions/{id}/history",
+    operation_id = "transaction_history",
+    tag = "transactions",
+    params(("id" = String, Path, description = "The transaction id (a UUID)")),
+    responses(
+        (status = 200, description = "`{\"data\": [event, ...]}`, each event as its webhook \
+                                      carries it, plus `cause`", body = HistoryDoc),
+        (status = 401, description = "No or a wrong merchant key", body = ErrorBody),
+        (status = 404, description = "Unknown or malformed id", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("merchant_key" = [])),
+)]
+#[tracing::instrument(skip_all, fields(transaction_id = %id))]
+pub async fn history(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if !payments::caller(&state, &headers)?.is_merchant() {
+        return Err(ApiError::Unauthorized);
+    }
+    let id = parse_id(&id)?;
+    let mut conn = state.db.get().await?;
+    let events = shared::events::history(&mut conn, id).await?;
+    if events.is_empty() && txq::find(&mut conn, id).await?.is_none() {
+        return Err(ApiError::NotFound("transaction"));
+    }
+    let data: Vec<serde_json::Value> = events.iter().map(|e| e.with_cause()).collect();
+    Ok(AppJson(serde_json::json!({ "data": data })).into_response())
+}
+
+/// `GET /transactions/{id}/history`'s body, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only its schema is used.
+pub struct HistoryDoc {
+    #[schema(value_type = Vec<Object>)]
+    data: Vec<serde_json::Value>,
+}
+
+/// The payment as the merchant sees it: `payment_snapshot`, as its events carry it.
+async fn merchant_view(state: &AppState, id: uuid::Uuid) -> Result<serde_json::Value, ApiError> {
+    let mut conn = state.db.get().await?;
+    txq::merchant_view(&mut conn, id)
+        .await?
+        .ok_or(ApiError::NotFound("transaction"))
 }
 
 /// The browser finished a 3-D Secure challenge: have the worker read the PaymentIntent again

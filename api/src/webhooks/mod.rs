@@ -8,11 +8,10 @@
 //! forward; and an intent that is not the payment's own (another PaymentIntent id, another
 //! amount) is acknowledged and ignored. No Stripe call is made here: Stripe wants a 2xx fast.
 //!
-//! - [`signature`]: `Stripe-Signature` parsing and verification.
+//! - `shared::signature`: `Stripe-Signature` parsing and verification.
 //! - [`event`]: what an event says and what it means for a transaction.
 
 pub mod event;
-pub mod signature;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -57,7 +56,7 @@ pub async fn receive(
         .webhook_secret
         .as_ref()
         .ok_or(ApiError::WebhooksDisabled)?;
-    signature::verify(
+    shared::signature::verify(
         signature_header,
         body,
         secret.expose().as_bytes(),
@@ -161,6 +160,7 @@ async fn apply_effect(
             let from_stripe = Transition::FromStripe {
                 outcome,
                 source: Source::Webhook,
+                stripe_event: Some(&event.id),
             };
             let Some(changed) = change(conn, txn.id, from_stripe).await? else {
                 return Ok(("ignored: nothing to change".into(), None));
@@ -178,7 +178,7 @@ async fn apply_effect(
             ))
         }
         Effect::AfterCharge(what) => {
-            txq::record_after_charge(conn, txn.id, *what).await?;
+            txq::record_after_charge(conn, txn.id, *what, &format!("webhook {}", event.id)).await?;
             tracing::info!(transaction_id = %txn.id, ?what, "charge event recorded");
             Ok((format!("noted: {what:?}"), None))
         }

@@ -52,6 +52,11 @@ impl TestApp {
     }
 
     pub async fn spawn_with(opts: Options) -> Self {
+        Self::spawn_configured(opts.worker, opts.tweak).await
+    }
+
+    /// [`TestApp::spawn_with`] with a closure, which may capture (a receiver's address).
+    pub async fn spawn_configured(worker: bool, configure: impl FnOnce(&mut Settings)) -> Self {
         shared::telemetry::init("warn,worker=info,api=info");
         let scratch = Scratch::create().await;
 
@@ -87,7 +92,7 @@ impl TestApp {
             .unwrap()
             .port();
         settings.worker.metrics_addr = Some(([127, 0, 0, 1], metrics_port).into());
-        (opts.tweak)(&mut settings);
+        configure(&mut settings);
 
         let mut app = TestApp {
             base: String::new(),
@@ -112,7 +117,7 @@ impl TestApp {
                 .await
                 .unwrap();
         }));
-        if opts.worker {
+        if worker {
             app.start_worker();
         }
         app

@@ -25,7 +25,7 @@ impl TestApp {
     }
 
     pub fn sign_webhook_at(body: &str, t: i64) -> String {
-        api::webhooks::signature::sign(WEBHOOK_SECRET.as_bytes(), t, body.as_bytes())
+        shared::signature::sign(WEBHOOK_SECRET.as_bytes(), t, body.as_bytes())
     }
 
     /// POSTs `body` to `/webhooks/stripe` with `signature` as `Stripe-Signature`.
@@ -61,6 +61,8 @@ impl TestApp {
             stripe_idempotency_key: shared::models::NewTransaction::stripe_key_for(id),
             request_key: None,
             request_fingerprint: None,
+            reference: None,
+            metadata: serde_json::json!({}),
         };
         let mut conn = self.db().await;
         shared::transactions::insert(&mut conn, &new).await.unwrap();

@@ -8,6 +8,7 @@ pub mod retry;
 pub mod show;
 pub mod stats;
 pub mod stuck;
+pub mod webhooks;
 
 /// Task ids are ULIDs by default but apalis accepts any string; refuse only what cannot be
 /// an id, so a typo gives a clear message instead of an odd Redis key.

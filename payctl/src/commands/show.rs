@@ -8,7 +8,8 @@ use shared::queue::task::Job;
 use crate::commands::check_task_id;
 use crate::commands::list::jobs_table;
 use crate::ctx::{Ctx, Report};
-use crate::table::{block, opt, side_by_side, time, time_rel};
+use crate::table::{Table, block, opt, side_by_side, time, time_rel};
+use shared::events::PaymentEvent;
 
 pub async fn run(ctx: &mut Ctx, id: &str) -> anyhow::Result<ShowReport> {
     let id = check_task_id(id)?;
@@ -53,11 +54,44 @@ fn tx_block(t: &TxView, now: DateTime<Utc>) -> Vec<String> {
     ])
 }
 
+/// The event log as a table: when, what, from which state, who.
+pub fn history_table(history: &[PaymentEvent]) -> String {
+    let mut t = Table::new(&["EVENT", "AT", "TYPE", "FROM", "TO", "ATTEMPT", "CAUSE"]);
+    for e in history {
+        t.row(vec![
+            e.public_id(),
+            time(Some(e.created_at)),
+            e.kind.clone(),
+            opt(e.previous_state.as_ref()),
+            e.new_state.clone(),
+            e.attempt.to_string(),
+            e.cause.clone(),
+        ]);
+    }
+    t.render()
+}
+
 impl Report for ShowReport {
     fn human(&self) -> String {
+        let mut out = jobs_and_transaction(self);
+        if !self.history.is_empty() {
+            out.push_str(&format!(
+                "
+history: {} events
+",
+                self.history.len()
+            ));
+            out.push_str(&history_table(&self.history));
+        }
+        out
+    }
+}
+
+fn jobs_and_transaction(report: &ShowReport) -> String {
+    {
         let now = Utc::now();
         let tx_title = |t: &TxView| format!("transaction {}", t.id);
-        match (self.found_by, &self.transaction, self.jobs.first()) {
+        match (report.found_by, &report.transaction, report.jobs.first()) {
             ("task", Some(t), Some(j)) => side_by_side(
                 &format!("job {}", j.task_id),
                 &job_block(j, now),
@@ -75,9 +109,9 @@ impl Report for ShowReport {
                 for line in tx_block(t, now) {
                     out.push_str(&format!("  {line}\n"));
                 }
-                out.push_str(&format!("\njobs: {}\n", self.jobs.len()));
-                if !self.jobs.is_empty() {
-                    out.push_str(&jobs_table(&self.jobs));
+                out.push_str(&format!("\njobs: {}\n", report.jobs.len()));
+                if !report.jobs.is_empty() {
+                    out.push_str(&jobs_table(&report.jobs));
                 }
                 out
             }

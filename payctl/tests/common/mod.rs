@@ -114,6 +114,8 @@ impl Env {
             stripe_idempotency_key: NewTransaction::stripe_key_for(id),
             request_key: None,
             request_fingerprint: None,
+            reference: None,
+            metadata: serde_json::json!({}),
         };
         shared::transactions::insert(&mut self.db().await, &new)
             .await

@@ -26,6 +26,8 @@ pub struct ShowReport {
     pub found_by: &'static str,
     pub transaction: Option<TxView>,
     pub jobs: Vec<Job>,
+    /// The transaction's event log, oldest first.
+    pub history: Vec<crate::events::PaymentEvent>,
 }
 
 /// The row without what an operator must not see or need not: the client secret.
@@ -98,10 +100,12 @@ pub async fn show(
         for j in &mut jobs {
             j.transaction_state = Some(txn.state.as_str().to_owned());
         }
+        let history = crate::events::history(pg, txn_id).await?;
         return Ok(ShowReport {
             found_by: "transaction",
             transaction: Some(txn.into()),
             jobs,
+            history,
         });
     }
     let Some(place) = locate(conn, keys, id, workers).await? else {
@@ -109,13 +113,19 @@ pub async fn show(
     };
     let mut jobs = load_jobs(conn, keys, vec![place]).await?;
     add_transaction_states(pg, &mut jobs).await?;
-    let transaction = match jobs.first().and_then(|j| j.transaction_id) {
+    let txn_id = jobs.first().and_then(|j| j.transaction_id);
+    let transaction = match txn_id {
         Some(txn_id) => find(pg, txn_id).await?.map(TxView::from),
         None => None,
+    };
+    let history = match (txn_id, &transaction) {
+        (Some(id), Some(_)) => crate::events::history(pg, id).await?,
+        _ => Vec::new(),
     };
     Ok(ShowReport {
         found_by: "task",
         transaction,
         jobs,
+        history,
     })
 }

@@ -5,6 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod webhooks;
+
+pub use webhooks::MerchantWebhookSettings;
+
 use crate::cidr::Cidr;
 use crate::money::Prices;
 use crate::secret::Secret;
@@ -38,6 +42,7 @@ pub struct Settings {
     pub stripe: StripeSettings,
     pub worker: WorkerSettings,
     pub http: HttpSettings,
+    pub merchant_webhooks: MerchantWebhookSettings,
 }
 
 /// How the api treats the clients in front of it.
@@ -289,6 +294,7 @@ impl Settings {
                 header_read_timeout: v.millis("HTTP_HEADER_READ_TIMEOUT_MS", 10_000)?,
                 request_timeout: v.millis("HTTP_REQUEST_TIMEOUT_MS", 15_000)?,
             },
+            merchant_webhooks: webhooks::read(&v)?,
         };
         settings.validate()?;
         Ok(settings)

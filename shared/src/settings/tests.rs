@@ -111,3 +111,38 @@ fn trusted_proxies_are_address_blocks() {
     let e = error(&[("TRUSTED_PROXIES", "10.0.0.0/8,loadbalancer")]);
     assert!(e.starts_with("TRUSTED_PROXIES: `loadbalancer`"), "{e}");
 }
+
+#[test]
+fn merchant_webhooks_need_a_secret_and_read_durations() {
+    let none = from(&[]).unwrap();
+    assert!(none.merchant_webhooks.urls.is_empty());
+    assert_eq!(
+        none.merchant_webhooks.max_age,
+        Duration::from_secs(3 * 86_400)
+    );
+    let e = error(&[("MERCHANT_WEBHOOK_URL", "https://shop.example/hooks")]);
+    assert!(e.starts_with("MERCHANT_WEBHOOK_SECRET"), "{e}");
+    let s = from(&[
+        (
+            "MERCHANT_WEBHOOK_URL",
+            "https://a.example/h, http://localhost:3000/h",
+        ),
+        ("MERCHANT_WEBHOOK_SECRET", "whsec_merchant_0123456789"),
+        ("MERCHANT_WEBHOOK_MAX_AGE", "90m"),
+    ])
+    .unwrap();
+    assert_eq!(s.merchant_webhooks.urls.len(), 2);
+    assert_eq!(s.merchant_webhooks.max_age, Duration::from_secs(5_400));
+    for (text, secs) in [("3d", 259_200), ("72h", 259_200), ("45", 45), ("30s", 30)] {
+        assert_eq!(
+            super::webhooks::parse_duration("X", text).unwrap(),
+            Duration::from_secs(secs)
+        );
+    }
+    assert!(super::webhooks::parse_duration("X", "3 days").is_err());
+    let e = error(&[
+        ("MERCHANT_WEBHOOK_URL", "ftp://x"),
+        ("MERCHANT_WEBHOOK_SECRET", "whsec_merchant_0123456789"),
+    ]);
+    assert!(e.contains("not an http(s) URL"), "{e}");
+}

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::TxState;
 use super::outcome::Outcome;
 use super::statements::{
-    Canceled, ChangeRow, Claim, Correct, DueNow, IntentCreated, Record, Renew, StripeAction,
+    Canceled, Caused, ChangeRow, Claim, Correct, DueNow, IntentCreated, Record, Renew, StripeAction,
 };
 use crate::db::{DbResult, interval};
 use crate::models::Transaction;
@@ -76,6 +76,8 @@ pub enum Transition<'a> {
     FromStripe {
         outcome: &'a Outcome,
         source: Source,
+        /// The Stripe event that said so, when a webhook did (its event's cause).
+        stripe_event: Option<&'a str>,
     },
     /// The holder canceled a failed payment's intent.
     Canceled { owner: &'a str },
@@ -118,13 +120,37 @@ fn from(r: ChangeRow) -> Change {
     }
 }
 
+impl Transition<'_> {
+    /// Who asks, as the event a change of state writes records it: `worker <name>`, `webhook
+    /// <Stripe event id>`, `reconciler`, `customer` (back from 3-D Secure), `ops`.
+    pub fn cause(&self) -> String {
+        match self {
+            Transition::Claim { owner, .. }
+            | Transition::Renew { owner, .. }
+            | Transition::IntentCreated { owner, .. }
+            | Transition::Record { owner, .. }
+            | Transition::Canceled { owner } => format!("worker {owner}"),
+            Transition::FromStripe {
+                source: Source::Webhook,
+                stripe_event: Some(event),
+                ..
+            } => format!("webhook {event}"),
+            Transition::FromStripe { source, .. } => source.as_str().to_owned(),
+            Transition::RecheckNow => "customer".to_owned(),
+            Transition::DueNow => "ops".to_owned(),
+        }
+    }
+}
+
 /// Applies `transition` to transaction `id`. `None`: no such transaction (or a transition that
-/// asks nothing, a retry reported by Stripe).
+/// asks nothing, a retry reported by Stripe). A change of state writes its event in the same
+/// statement (`payment_events`, with its webhook deliveries).
 pub async fn change(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     transition: Transition<'_>,
 ) -> DbResult<Option<Change>> {
+    let cause = transition.cause();
     let changed = match transition {
         Transition::Claim { owner, lease } => {
             let s = Claim {
@@ -132,7 +158,7 @@ pub async fn change(
                 owner,
                 lease: interval(lease),
             };
-            run(conn, s).await?
+            run(conn, s, &cause).await?
         }
         Transition::Renew { owner, lease } => {
             let s = Renew {
@@ -140,7 +166,7 @@ pub async fn change(
                 owner,
                 lease: interval(lease),
             };
-            run(conn, s).await?
+            run(conn, s, &cause).await?
         }
         Transition::IntentCreated {
             owner,
@@ -153,16 +179,18 @@ pub async fn change(
                 stripe_id,
                 client_secret,
             };
-            run(conn, s).await?
+            run(conn, s, &cause).await?
         }
         Transition::Record { owner, outcome } => {
             let mut update = outcome.update();
             update.holder_only = true;
             let s = Record { id, owner, update };
-            let recorded = run(conn, s).await?;
-            correct_if_failed(conn, id, recorded, outcome, Source::Worker).await?
+            let recorded = run(conn, s, &cause).await?;
+            correct_if_failed(conn, id, recorded, outcome, Source::Worker, &cause).await?
         }
-        Transition::FromStripe { outcome, source } => match outcome {
+        Transition::FromStripe {
+            outcome, source, ..
+        } => match outcome {
             Outcome::Complete { .. } | Outcome::Failed { .. } => {
                 let update = outcome.update();
                 let s = Record {
@@ -170,8 +198,8 @@ pub async fn change(
                     owner: WEBHOOK_OWNER,
                     update,
                 };
-                let recorded = run(conn, s).await?;
-                correct_if_failed(conn, id, recorded, outcome, source).await?
+                let recorded = run(conn, s, &cause).await?;
+                correct_if_failed(conn, id, recorded, outcome, source, &cause).await?
             }
             Outcome::RequiresAction {
                 stripe_id,
@@ -183,24 +211,24 @@ pub async fn change(
                     stripe_id,
                     client_secret,
                 };
-                run(conn, s).await?
+                run(conn, s, &cause).await?
             }
             Outcome::Retry { .. } => None,
         },
-        Transition::Canceled { owner } => run(conn, Canceled { id, owner }).await?,
+        Transition::Canceled { owner } => run(conn, Canceled { id, owner }, &cause).await?,
         Transition::RecheckNow => {
             let s = DueNow {
                 id,
                 from: &[TxState::RequiresAction],
             };
-            run(conn, s).await?
+            run(conn, s, &cause).await?
         }
         Transition::DueNow => {
             let s = DueNow {
                 id,
                 from: &TxState::UNFINISHED,
             };
-            run(conn, s).await?
+            run(conn, s, &cause).await?
         }
     };
     if let Some(c) = &changed
@@ -213,11 +241,12 @@ pub async fn change(
     Ok(changed)
 }
 
-async fn run<S>(conn: &mut AsyncPgConnection, statement: S) -> DbResult<Option<Change>>
+async fn run<S>(conn: &mut AsyncPgConnection, statement: S, cause: &str) -> DbResult<Option<Change>>
 where
     S: crate::prepared::FixedSql + Send,
 {
-    let row: Option<ChangeRow> = Prepared(statement).get_result(conn).await.optional()?;
+    let caused = Caused { statement, cause };
+    let row: Option<ChangeRow> = Prepared(caused).get_result(conn).await.optional()?;
     Ok(row.map(from))
 }
 
@@ -229,6 +258,7 @@ async fn correct_if_failed(
     changed: Option<Change>,
     outcome: &Outcome,
     source: Source,
+    cause: &str,
 ) -> DbResult<Option<Change>> {
     let Outcome::Complete { stripe_id } = outcome else {
         return Ok(changed);
@@ -240,7 +270,7 @@ async fn correct_if_failed(
                 stripe_id,
                 source: source.as_str(),
             };
-            run(conn, s).await
+            run(conn, s, cause).await
         }
         other => Ok(other),
     }

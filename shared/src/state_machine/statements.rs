@@ -27,8 +27,11 @@ pub(super) struct ChangeRow {
 }
 
 /// The shape of every change: `cur` locks the row and keeps it as it was; `upd` writes it when
-/// `$guard` (over `cur`) allows; `$also` are further CTEs (a correction's records); the result
-/// is the updated row, or else the row unchanged.
+/// `$guard` (over `cur`) allows; a change of state writes its event (`ev`, with the payment as
+/// the merchant sees it after the change, and who caused it: `$40`, bound by [`Caused`]) and one
+/// webhook delivery per enabled endpoint (`dl`), in the same statement, so there is never a
+/// change without its event or an event without its change. `$also` are further CTEs (a
+/// correction's records); the result is the updated row, or else the row unchanged.
 macro_rules! guarded {
     ($set:expr, $guard:expr) => {
         guarded!($set, $guard, "")
@@ -40,14 +43,40 @@ macro_rules! guarded {
             $set,
             " FROM cur WHERE t.id = cur.id AND ",
             $guard,
-            " RETURNING t.*)",
+            " RETURNING t.*, cur.state AS event_previous,
+                        CASE WHEN t.state IS DISTINCT FROM cur.state
+                             THEN payment_snapshot(t) END AS event_snapshot), ",
+            crate::events::event_ctes!("upd", "'payment.' || r.state", "$40"),
             $also,
             "
              SELECT true AS applied, cur.state AS previous_state, upd.* FROM upd, cur
              UNION ALL
-             SELECT false, cur.state, cur.* FROM cur WHERE NOT EXISTS (SELECT 1 FROM upd)"
+             SELECT false, cur.state, cur.*, NULL::text, NULL::jsonb FROM cur
+             WHERE NOT EXISTS (SELECT 1 FROM upd)"
         )
     };
+}
+
+/// The placeholder every change statement's event takes its cause from.
+pub(super) const CAUSE: usize = 40;
+
+/// A change statement with the cause its event records ([`CAUSE`]).
+pub(super) struct Caused<'a, S> {
+    pub statement: S,
+    pub cause: &'a str,
+}
+
+impl<S: FixedSql> FixedSql for Caused<'_, S> {
+    type Id = S::Id;
+    const SQL: &'static str = S::SQL;
+
+    fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        if n == CAUSE {
+            out.push_bind_param::<Text, _>(self.cause)
+        } else {
+            self.statement.bind(n, out)
+        }
+    }
 }
 
 /// The lease's holder (`$2`): who may write a retry, a renewal, a cancel done. A lease that ran

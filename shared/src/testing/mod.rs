@@ -1,10 +1,12 @@
 //! Test support (feature `testing`, for the workspace's tests only): a Postgres database and a
 //! Redis key prefix of one test's own, so tests run in parallel and leave nothing behind.
 //! A test cannot go on without them, so failing to make them panics. [`servers`]: the servers
-//! a test runs for itself (a private Postgres with TLS, redis-server with TLS, PgBouncer).
+//! a test runs for itself (a private Postgres with TLS, redis-server with TLS, PgBouncer);
+//! [`receiver`]: a merchant's webhook endpoint.
 
 #![allow(clippy::expect_used)]
 
+pub mod receiver;
 pub mod servers;
 
 use diesel_async::{AsyncPgConnection, RunQueryDsl};

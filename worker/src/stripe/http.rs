@@ -96,6 +96,25 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// An HTTP/1.1 client for `https://` (rustls, webpki roots) and `http://` URLs that keeps
+/// connections alive: Stripe's calls and the merchant's webhooks.
+pub fn https_client(
+    connect_timeout: Duration,
+) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -110,20 +129,8 @@ impl HttpClient {
             .map_err(|_| "STRIPE_SECRET_KEY is not a valid header value".to_owned())?;
         // Marks the header so hyper's own debug output redacts it.
         auth.set_sensitive(true);
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         Ok(Self {
-            inner,
+            inner: https_client(timeout),
             base: base.trim_end_matches('/').to_owned(),
             auth,
             timeout,

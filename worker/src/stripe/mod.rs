@@ -134,7 +134,11 @@ impl Stripe {
             Ok(c) => c,
             Err(never) => match never {},
         };
-        let metadata = HashMap::from([("transaction_id".to_owned(), txn.id.to_string())]);
+        // The merchant's metadata and reference show in Stripe's Dashboard beside our id.
+        let metadata: HashMap<String, String> =
+            shared::merchant_data::stripe_metadata(txn.id, txn.reference.as_deref(), &txn.metadata)
+                .into_iter()
+                .collect();
         let request = CreatePaymentIntent::new(txn.amount, currency)
             .payment_method(txn.payment_method.clone())
             .metadata(metadata)

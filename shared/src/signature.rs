@@ -1,4 +1,8 @@
-//! `Stripe-Signature` verification, exactly as Stripe's libraries do it: the header is
+//! Stripe's webhook signature scheme, both ways: verifying the `Stripe-Signature` of Stripe's
+//! events (the api), and signing our own events to the merchant (`Payments-Signature`, the
+//! worker), so merchants reuse the verification code they have for Stripe's.
+//!
+//! Verification is exactly as Stripe's libraries do it: the header is
 //! `t=<unix>,v1=<hex>[,v1=<hex>...]`, the signed payload is `"{t}.{raw body}"`, each `v1` is
 //! a lowercase hex HMAC-SHA256 of it with the endpoint secret, any one matching is enough
 //! (while a secret is rolled Stripe signs with both), the comparison takes constant time,
@@ -122,7 +126,8 @@ pub fn verify(
     }
 }
 
-/// The header Stripe would send for `body` at time `t`: for tests and tools.
+/// The header for `body` signed at time `t` (Unix seconds): what Stripe sends, and what the
+/// merchant's webhooks carry.
 pub fn sign(secret: &[u8], t: i64, body: &[u8]) -> String {
     let tag = mac(secret, &t.to_string(), body)
         .map(|m| hex::encode(m.finalize().into_bytes()))
