@@ -8,11 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { ROOT, launchBrowser, psql, startStack } from './stack.mjs';
 
-import { ROOT, psql, startStack } from './stack.mjs';
-
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = path.join(ROOT, 'target', 'screenshots');
 const PHONE = { width: 390, height: 844 };
 const DESKTOP = { width: 1280, height: 800 };
@@ -26,13 +23,7 @@ let browser;
 before(async () => {
   fs.mkdirSync(SHOTS, { recursive: true });
   stack = await startStack();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // Playwright gives each launch a fresh, temporary user-data-dir of its own.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {

@@ -12,6 +12,8 @@ export const ROOT = path.resolve(import.meta.dirname, '..');
 const BIN = path.join(ROOT, 'target', 'debug');
 const LOGS = path.join(ROOT, 'target', 'e2e-logs');
 const READY_WITHIN_MS = 60_000;
+/** The merchant's key the stack's api takes (checkout sessions, the list). */
+export const MERCHANT_KEY = 'mk_e2e_0123456789abcdef0123';
 
 const children = new Set();
 // Whatever happens to this process, no server it started outlives it.
@@ -88,6 +90,18 @@ function redisCli(url, ...args) {
   return execFileSync('redis-cli', ['-u', url, ...args], { encoding: 'utf8' });
 }
 
+/** Headless Chromium as every browser test runs it (`CHROMIUM`, default Debian's). */
+export async function launchBrowser() {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    // Playwright gives each launch a fresh, temporary user-data-dir of its own.
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
 export async function startStack() {
   const baseDb = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
   const redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
@@ -119,6 +133,7 @@ export async function startStack() {
       STRIPE_SIM_ADDR: `127.0.0.1:${simPort}`,
       API_ADDR: `127.0.0.1:${apiPort}`,
       WORKER_POLL_INTERVAL_MS: '50',
+      MERCHANT_API_KEY: MERCHANT_KEY,
     };
     stack.processes.push(start('stripe-sim', env));
     await until('stripe-sim did not answer', READY_WITHIN_MS, async () => {

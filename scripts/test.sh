@@ -47,4 +47,4 @@ if [ ! -x "$chromium" ] || ! command -v npm >/dev/null; then
 fi
 cd e2e
 [ -d node_modules ] || npm ci --no-audit --no-fund
-CHROMIUM="$chromium" node --test --test-concurrency=1 checkout.test.mjs
+CHROMIUM="$chromium" node --test --test-concurrency=1 checkout.test.mjs sessions.test.mjs

@@ -48,6 +48,11 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyMismatch,
+    /// A checkout session's attempt is in flight or complete: no other may start.
+    #[error("this checkout already has a payment in progress or complete")]
+    SessionTaken(uuid::Uuid),
+    #[error("this checkout has expired")]
+    SessionExpired,
     #[error("the service cannot record payments right now; retry shortly")]
     Unavailable(String),
     #[error("internal error")]
@@ -87,6 +92,8 @@ impl ApiError {
             }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::IdempotencyMismatch => (StatusCode::CONFLICT, "idempotency_key_reused"),
+            ApiError::SessionTaken(_) => (StatusCode::CONFLICT, "session_has_payment"),
+            ApiError::SessionExpired => (StatusCode::GONE, "session_expired"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
@@ -115,13 +122,16 @@ pub struct ErrorDetail {
     /// `not_found`, `idempotency_key_reused`, `rate_limited`, `invalid_signature`,
     /// `request_timeout` (nothing was done), `service_unavailable` (nothing was recorded),
     /// `outcome_unknown` (a payment may have been recorded: resend with the same
-    /// Idempotency-Key), ...
+    /// Idempotency-Key), `session_has_payment`, `session_expired`, ...
     pub code: String,
     /// For people; may change.
     pub message: String,
     /// The request field a validation error is about.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// `session_has_payment`: the checkout's payment that is in flight or complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<uuid::Uuid>,
 }
 
 impl IntoResponse for ApiError {
@@ -138,6 +148,10 @@ impl IntoResponse for ApiError {
                 message: self.to_string(),
                 field: match &self {
                     ApiError::Validation { field, .. } => Some((*field).to_owned()),
+                    _ => None,
+                },
+                transaction_id: match &self {
+                    ApiError::SessionTaken(id) => Some(*id),
                     _ => None,
                 },
             },

@@ -78,6 +78,33 @@ pub fn request_key(
     }))
 }
 
+/// The key and fingerprint of a `POST /checkout/sessions` under the header's key, if one was
+/// sent (merchant scope; the session table has its own unique index).
+pub fn session_key(
+    headers: &HeaderMap,
+    session: &crate::validate::ValidSession,
+) -> Result<Option<RequestKey>, ApiError> {
+    let Some(key) = idempotency_key(headers)? else {
+        return Ok(None);
+    };
+    let canonical = serde_json::to_vec(&(
+        &session.price,
+        session.amount,
+        &session.currency,
+        &session.reference,
+        &session.metadata,
+        &session.email,
+        &session.success_url,
+        &session.cancel_url,
+        session.expires_in,
+    ))
+    .unwrap_or_default();
+    Ok(Some(RequestKey {
+        key: format!("merchant:{key}"),
+        fingerprint: hex::encode(Sha256::digest(canonical)),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

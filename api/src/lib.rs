@@ -7,7 +7,9 @@
 //! - [`error`]: [`ApiError`](error::ApiError), the only error a handler returns, and the
 //!   `AppJson` extractor that puts rejected JSON into the same shape.
 //! - [`routes`]: thin handlers, one module per resource; `events` streams a transaction's
-//!   changes to the checkout page (Server-Sent Events).
+//!   changes to the checkout page (Server-Sent Events), `sessions` serves checkout sessions.
+//! - [`live`]: which payments changed, from Postgres `LISTEN/NOTIFY`, fanned out to the
+//!   event streams.
 //! - [`pages`]: the checkout page, its static files and the security headers on HTML.
 //! - [`payments`]: the core of `POST /transactions` apart from HTTP: the caller, and a
 //!   validated payment recorded under its request key with its charge queued.
@@ -22,6 +24,7 @@
 pub mod error;
 pub mod http;
 pub mod idempotency;
+pub mod live;
 pub mod openapi;
 pub mod ops;
 pub mod pages;

@@ -3,6 +3,7 @@
 //! charge queued.
 
 use axum::http::{HeaderMap, header};
+use shared::checkout_sessions::{self as sessions, Attempt};
 use shared::models::{NewTransaction, Transaction};
 use shared::transactions::{self as txq, Inserted};
 use uuid::Uuid;
@@ -57,9 +58,10 @@ pub struct Recorded {
     pub replayed: bool,
 }
 
-/// Records `payment` and queues its charge. From here the work runs on its own task: a client
-/// that disconnects, or the request deadline, must not stop an insert already sent or the push
-/// that follows it.
+/// Records `payment` and queues its charge; a payment in a checkout session
+/// (`payment.session_id`) only when the session allows a new attempt. From here the work runs
+/// on its own task: a client that disconnects, or the request deadline, must not stop an insert
+/// already sent or the push that follows it.
 pub async fn create(
     state: &AppState,
     payment: ValidPayment,
@@ -83,6 +85,7 @@ pub async fn create(
         request_fingerprint: fingerprint.clone(),
         reference: payment.reference,
         metadata: payment.metadata,
+        session_id: payment.session_id,
     };
     let state = state.clone();
     let (row, replayed) = detached(accepted, async move {
@@ -100,7 +103,14 @@ async fn record_and_enqueue(
     fingerprint: Option<String>,
 ) -> Result<(Transaction, bool), ApiError> {
     let mut conn = state.db.get().await?;
-    let inserted = txq::insert(&mut conn, &new).await.map_err(|e| {
+    let inserted = match new.session_id {
+        None => txq::insert(&mut conn, &new).await.map(|i| match i {
+            Inserted::Created(row) => Attempt::Started(row),
+            Inserted::Existing(row) => Attempt::Replayed(row),
+        }),
+        Some(session) => sessions::start_attempt(&mut conn, session, &new).await,
+    };
+    let inserted = inserted.map_err(|e| {
         // The statement was sent: a connection that broke may have committed it anyway.
         match ApiError::from(e) {
             ApiError::Unavailable(detail) => {
@@ -111,9 +121,12 @@ async fn record_and_enqueue(
         }
     })?;
     let (row, replayed) = match inserted {
-        Inserted::Created(row) => (row, false),
-        Inserted::Existing(row) if row.request_fingerprint == fingerprint => (row, true),
-        Inserted::Existing(_) => return Err(ApiError::IdempotencyMismatch),
+        Attempt::Started(row) => (row, false),
+        Attempt::Replayed(row) if row.request_fingerprint == fingerprint => (row, true),
+        Attempt::Replayed(_) => return Err(ApiError::IdempotencyMismatch),
+        Attempt::Taken(live) => return Err(ApiError::SessionTaken(live.id)),
+        Attempt::Expired => return Err(ApiError::SessionExpired),
+        Attempt::UnknownSession => return Err(ApiError::NotFound("checkout session")),
     };
     drop(conn);
     if !replayed {

@@ -18,7 +18,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::http::limits::{MAX_BODY_BYTES, MAX_WEBHOOK_BYTES};
-use crate::routes::{checkout, events, health, transactions, webhooks};
+use crate::routes::{checkout, events, health, sessions, transactions, webhooks};
 use crate::state::{AppState, Shutdown};
 
 pub struct Application {
@@ -79,7 +79,14 @@ pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<App
         settings.database_pool_size.unwrap_or(16),
     )?;
     let redis = redis_connection(&settings.redis_url, settings.redis_ca_file.as_deref())?;
+    let live = crate::live::Hub::new();
+    crate::live::spawn_listener(
+        &live,
+        settings.database_direct_url.clone(),
+        shutdown.clone(),
+    );
     Ok(AppState {
+        live,
         db,
         queue: ChargeQueue::new(redis.clone(), &settings.queue_namespace),
         keys: Arc::new(Keys::new(&settings.queue_namespace)),
@@ -109,10 +116,21 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(checkout::index))
         .route("/checkout", get(checkout::page))
         .route("/static/{file}", get(checkout::asset))
+        .route("/checkout/sessions", post(sessions::create))
+        .route("/checkout/sessions/{id}", get(sessions::show))
+        .route(
+            "/checkout/sessions/{id}/pay",
+            post(sessions::pay).route_layer(axum::middleware::from_fn_with_state(
+                create_limit.clone(),
+                enforce,
+            )),
+        )
         .route(
             "/transactions",
             post(transactions::create)
-                .route_layer(axum::middleware::from_fn_with_state(create_limit, enforce)),
+                .route_layer(axum::middleware::from_fn_with_state(create_limit, enforce))
+                // Added after the layer: the merchant's list is not counted against the limit.
+                .get(transactions::list),
         )
         .route("/transactions/{id}", get(transactions::show))
         .route("/transactions/{id}/history", get(transactions::history))

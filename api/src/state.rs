@@ -19,6 +19,8 @@ pub struct AppState {
     /// The queue's Redis keys, for the ops views and the queue gauges.
     pub keys: Arc<Keys>,
     pub settings: Arc<Settings>,
+    /// Which payments changed, told by Postgres (`crate::live`): what event streams wait on.
+    pub live: Arc<crate::live::Hub>,
     /// Long-lived responses (event streams) end when the server is told to stop; otherwise a
     /// graceful shutdown would wait for every open checkout page.
     pub shutdown: Shutdown,

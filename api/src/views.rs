@@ -73,6 +73,8 @@ pub struct MerchantTransactionView {
     pub reference: Option<String>,
     #[schema(value_type = std::collections::HashMap<String, String>)]
     pub metadata: serde_json::Value,
+    /// The checkout session the payment was made in.
+    pub session_id: Option<Uuid>,
     pub stripe_id: Option<String>,
     #[schema(value_type = Option<TxErrorDoc>)]
     pub error: Option<TxError>,
@@ -112,4 +114,51 @@ pub struct TxErrorDoc {
     decline_code: Option<String>,
     /// Fit to show the customer.
     message: String,
+}
+
+/// A checkout session as the merchant sees it (`POST /checkout/sessions`, and
+/// `GET /checkout/sessions/{id}` with the merchant key).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    /// The page to send the customer to.
+    pub url: String,
+    /// `open`, `complete` (one payment is complete) or `expired`.
+    #[schema(example = "open")]
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    pub price: Option<String>,
+    pub email: Option<String>,
+    pub reference: Option<String>,
+    #[schema(value_type = std::collections::HashMap<String, String>)]
+    pub metadata: serde_json::Value,
+    pub success_url: String,
+    pub cancel_url: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    /// The payment that is in flight or complete, if any.
+    pub transaction_id: Option<Uuid>,
+}
+
+impl SessionView {
+    pub fn new(state: &shared::checkout_sessions::SessionState, base: &str) -> Self {
+        let s = &state.session;
+        Self {
+            id: s.id,
+            url: format!("{base}/checkout/sessions/{}", s.id),
+            status: state.status().as_str().to_owned(),
+            amount: s.amount,
+            currency: s.currency.clone(),
+            price: s.price.clone(),
+            email: s.email.clone(),
+            reference: s.reference.clone(),
+            metadata: s.metadata.clone(),
+            success_url: s.success_url.clone(),
+            cancel_url: s.cancel_url.clone(),
+            expires_at: s.expires_at,
+            created_at: s.created_at,
+            transaction_id: state.live.as_ref().map(|t| t.id),
+        }
+    }
 }

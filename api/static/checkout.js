@@ -6,6 +6,9 @@
 // - Status arrives over Server-Sent Events; if the stream fails, the page polls with backoff.
 // - The URL carries the transaction id once a payment exists (`&txn=`), so a reload resumes
 //   watching that payment instead of offering the form again.
+// - In a checkout session (`cfg.session`) the page pays the session, follows the payment the
+//   session already has (another tab's), and after success sends the customer to the
+//   merchant's success_url with `session_id` and `transaction_id` added.
 'use strict';
 
 (() => {
@@ -148,6 +151,25 @@
 
   // ---- paying --------------------------------------------------------------------------------
 
+  function payUrl() {
+    if (!cfg.session) return '/transactions';
+    return `/checkout/sessions/${encodeURIComponent(cfg.session.id)}/pay`;
+  }
+
+  /// The merchant's success_url with the ids added to its query, before any fragment.
+  function successUrl(transactionId) {
+    const url = cfg.session.successUrl;
+    const hash = url.indexOf('#');
+    const base = hash < 0 ? url : url.slice(0, hash);
+    const fragment = hash < 0 ? '' : url.slice(hash);
+    let sep = '&';
+    if (!base.includes('?')) sep = '?';
+    else if (base.endsWith('?') || base.endsWith('&')) sep = '';
+    const ids = `session_id=${encodeURIComponent(cfg.session.id)}`
+      + `&transaction_id=${encodeURIComponent(transactionId)}`;
+    return `${base}${sep}${ids}${fragment}`;
+  }
+
   /// POSTs the payment, retrying lost connections and 5xx with the same key and body: the api
   /// replays a payment it already recorded, so a retry can never become a second charge.
   async function postPayment(body) {
@@ -155,7 +177,7 @@
     let delay = RETRY_FIRST_MS;
     for (;;) {
       try {
-        const res = await fetch('/transactions', {
+        const res = await fetch(payUrl(), {
           method: 'POST',
           headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey },
           body: JSON.stringify(body),
@@ -183,7 +205,9 @@
       if (!body) {
         const paymentMethod = await paymentMethodId(email);
         if (!paymentMethod) return setBusy(false);
-        body = { price: cfg.price, email, payment_method: paymentMethod };
+        body = cfg.session
+          ? { email, payment_method: paymentMethod }
+          : { price: cfg.price, email, payment_method: paymentMethod };
       }
       sentBody = body;
       const res = await postPayment(body);
@@ -199,6 +223,12 @@
       // A rejected request stored nothing under the key: the next attempt may change the body.
       sentBody = null;
       const err = data.error || {};
+      // Another tab's payment is in flight or done: follow it instead of paying again.
+      if (err.code === 'session_has_payment' && err.transaction_id) {
+        return follow({ id: err.transaction_id });
+      }
+      // Expired while the page was open: the reload shows the expired page.
+      if (err.code === 'session_expired') return window.location.reload();
       if (err.field) fieldError(err.field, err.message);
       else formError(err.message || 'Something went wrong. Please try again.');
       setBusy(false);
@@ -287,6 +317,10 @@
   function complete(t) {
     stopWatching();
     busy = false;
+    if (cfg.session) {
+      $('done-title').textContent = 'Thank you! Taking you back to the shop…';
+      window.location.assign(successUrl(t.id));
+    }
     $('done-amount').textContent = formatAmount(t.amount, t.currency);
     $('done-reference').textContent = t.id;
     $('done-email').textContent = t.email;
@@ -331,8 +365,10 @@
   }
 
   function challengeUrl(t) {
-    const back = new URL('/checkout', window.location.origin);
-    back.searchParams.set('price', cfg.price);
+    const back = cfg.session
+      ? new URL(`/checkout/sessions/${encodeURIComponent(cfg.session.id)}`, window.location.origin)
+      : new URL('/checkout', window.location.origin);
+    if (!cfg.session) back.searchParams.set('price', cfg.price);
     back.searchParams.set('txn', t.id);
     back.searchParams.set('verified', '1');
     const url = new URL(`${cfg.simBase}/sim/3ds/${encodeURIComponent(t.stripe_id)}`);
@@ -398,7 +434,8 @@
   });
 
   const params = new URLSearchParams(window.location.search);
-  const resumeId = params.get('txn');
+  // The URL's payment, or the one the session already has (paid in another tab).
+  const resumeId = params.get('txn') || cfg.resume || null;
   if (resumeId) {
     current = resumeId;
     setBusy(true);

@@ -255,6 +255,7 @@ async fn a_payment_whose_job_was_lost_is_swept_back_into_the_queue() {
         request_fingerprint: None,
         reference: None,
         metadata: serde_json::json!({}),
+        session_id: None,
     };
     shared::transactions::insert(&mut conn, &new).await.unwrap();
     let t = app

@@ -239,6 +239,154 @@ async fn the_event_stream_sends_the_current_state_then_the_final_one_and_ends() 
     assert!(last["stripe_id"].as_str().unwrap().starts_with("pi_"));
 }
 
+/// Transactions this test's database has committed so far (every query is one).
+async fn commits(app: &TestApp) -> i64 {
+    use diesel::sql_types::BigInt;
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    // The statistics are flushed within a second of each backend's transactions.
+    let mut conn = app.db().await;
+    diesel::sql_query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut conn)
+        .await
+        .ok();
+    let n: N = diesel::sql_query(
+        "SELECT (xact_commit + xact_rollback)::bigint AS n FROM pg_stat_database \
+         WHERE datname = current_database()",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    n.n
+}
+
+/// Waits until this app's listening connection shows in `pg_stat_activity`.
+async fn wait_for_listener(app: &TestApp) {
+    use diesel::sql_types::BigInt;
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let mut conn = app.db().await;
+        let n: N = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'payments-api-listen' AND query ILIKE 'LISTEN%'",
+        )
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+        if n.n == 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the api never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_event_streams_cost_no_queries_while_nothing_changes() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    wait_for_listener(&app).await;
+    let deadline = Instant::now() + WITHIN;
+    let mut streams = Vec::new();
+    for _ in 0..50 {
+        let id = app.pay("basic", "pm_card_visa").await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut events = Events::open(&app, &id).await;
+        assert_eq!(events.next(deadline).await.unwrap()["state"], "pending");
+        streams.push((id, events));
+    }
+    let before = commits(&app).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the quiet interval being measured
+    let after = commits(&app).await;
+    // A SELECT per stream every 300 ms would be 500 here; the two statistics reads are ours.
+    assert!(
+        after - before <= 10,
+        "50 idle streams made {} transactions in 3 s",
+        after - before
+    );
+
+    // And a change still reaches its stream at once: the worker takes every payment on.
+    let mut app = app;
+    app.start_worker();
+    for (id, events) in &mut streams {
+        let mut last = None;
+        while let Some(e) = events.next(deadline).await {
+            last = Some(e);
+        }
+        assert_eq!(last.unwrap()["state"], "complete", "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_re_reads_its_payment_when_the_listener_reconnects() {
+    // The listener reaches Postgres through a hop the test can cut; the pool does not.
+    let (host, port) = shared::testing::base_urls()
+        .0
+        .parse::<reqwest::Url>()
+        .map(|u| (u.host_str().unwrap().to_owned(), u.port().unwrap_or(5432)))
+        .unwrap();
+    let proxy = shared::testing::proxy::Proxy::start(format!("{host}:{port}")).await;
+    let p = proxy.clone();
+    let app = TestApp::spawn_configured(false, move |s| {
+        let mut url: reqwest::Url = s.database_url.parse().unwrap();
+        url.set_port(Some(p.port)).unwrap();
+        s.database_direct_url = url.to_string();
+    })
+    .await;
+    wait_for_listener(&app).await;
+    let id = app.pay("basic", "pm_card_visa").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + WITHIN;
+    let mut events = Events::open(&app, &id).await;
+    assert_eq!(events.next(deadline).await.unwrap()["state"], "pending");
+
+    // The listener's connection drops, and the payment changes while nobody listens: its
+    // notification is lost.
+    proxy.cut();
+    let mut conn = app.db().await;
+    let claimed = shared::state_machine::change::change(
+        &mut conn,
+        id.parse().unwrap(),
+        shared::state_machine::change::Transition::Claim {
+            owner: "test",
+            lease: Duration::from_secs(60),
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(claimed.applied);
+    let quiet = tokio::time::timeout(Duration::from_secs(1), events.next(deadline)).await;
+    assert!(
+        quiet.is_err(),
+        "the stream heard of a change nobody could notify"
+    );
+
+    // The listener is back: the stream re-reads the row and sends what it missed.
+    let accepted = proxy.accepted();
+    proxy.restore();
+    let event = events.next(deadline).await.expect("the missed change");
+    assert_eq!(event["state"], "processing", "{event}");
+    assert!(proxy.accepted() > accepted, "the listener reconnected");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn events_and_confirm_answer_404_for_unknown_or_malformed_ids() {
     let app = TestApp::spawn_with(Options {

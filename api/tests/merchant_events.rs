@@ -50,17 +50,6 @@ fn order(reference: &str) -> Value {
            "metadata": {"order_id": reference, "plan": "pro"}})
 }
 
-async fn get_as_merchant(app: &TestApp, path: &str) -> (u16, Value) {
-    let res = app
-        .client
-        .get(format!("{}{path}", app.base))
-        .header("authorization", merchant())
-        .send()
-        .await
-        .unwrap();
-    (res.status().as_u16(), res.json().await.unwrap_or_default())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_payment_tells_the_merchant_every_change_in_signed_webhooks() {
     let receiver = Receiver::start().await;
@@ -106,7 +95,7 @@ async fn a_payment_tells_the_merchant_every_change_in_signed_webhooks() {
     }
 
     // The last event carries the payment as the merchant-keyed GET shows it.
-    let (status, shown) = get_as_merchant(&app, &format!("/transactions/{id}")).await;
+    let (status, shown) = app.get_as_merchant(&format!("/transactions/{id}")).await;
     assert_eq!(status, 200);
     let last = delivered
         .iter()
@@ -124,7 +113,9 @@ async fn a_payment_tells_the_merchant_every_change_in_signed_webhooks() {
     serde_json::from_value::<api::views::MerchantTransactionView>(shown.clone()).unwrap();
 
     // The history: the same events, with what caused each.
-    let (status, history) = get_as_merchant(&app, &format!("/transactions/{id}/history")).await;
+    let (status, history) = app
+        .get_as_merchant(&format!("/transactions/{id}/history"))
+        .await;
     assert_eq!(status, 200);
     let causes: Vec<&str> = history["data"]
         .as_array()
@@ -150,19 +141,7 @@ async fn a_payment_tells_the_merchant_every_change_in_signed_webhooks() {
 
     // Stripe got the merchant's data as the intent's metadata, beside our id.
     let stripe_id = shown["stripe_id"].as_str().unwrap();
-    let intent: Value = app
-        .client
-        .get(format!(
-            "{}/v1/payment_intents/{stripe_id}",
-            app.sim.base_url()
-        ))
-        .bearer_auth("sk_test_harness")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let intent = app.stripe_intent(stripe_id).await;
     assert_eq!(intent["metadata"]["reference"], "order-1001");
     assert_eq!(intent["metadata"]["plan"], "pro");
     assert_eq!(intent["metadata"]["transaction_id"], id.as_str());
@@ -369,7 +348,9 @@ async fn a_refund_reported_by_stripe_reaches_the_merchant() {
         .unwrap();
     assert_eq!(refund["data"]["transaction"]["state"], "complete");
     assert!(refund["data"]["transaction"]["refunded_at"].is_string());
-    let (_, history) = get_as_merchant(&app, &format!("/transactions/{id}/history")).await;
+    let (_, history) = app
+        .get_as_merchant(&format!("/transactions/{id}/history"))
+        .await;
     let last = history["data"].as_array().unwrap().last().unwrap().clone();
     assert!(
         last["cause"].as_str().unwrap().starts_with("webhook evt_"),
@@ -437,13 +418,13 @@ async fn bad_merchant_data_is_refused_naming_the_field_and_changes_nothing() {
     let id = uuid::Uuid::new_v4();
     assert_eq!(app.get(&format!("/transactions/{id}/history")).await.0, 401);
     assert_eq!(
-        get_as_merchant(&app, &format!("/transactions/{id}/history"))
+        app.get_as_merchant(&format!("/transactions/{id}/history"))
             .await
             .0,
         404
     );
     assert_eq!(
-        get_as_merchant(&app, "/transactions/not-a-uuid/history")
+        app.get_as_merchant("/transactions/not-a-uuid/history")
             .await
             .0,
         404

@@ -5,7 +5,7 @@
 //!   api and the worker do, in a loop at high concurrency over `shared::db::pool`. Two shorter
 //!   diagnostic variants show what two costs weigh: a test query on every checkout (which the
 //!   pool no longer sends), and waiting for the WAL flush at every commit
-//!   (`synchronous_commit=off`).
+//!   (`synchronous_commit=off`); two more show what the list API's indexes cost the writes.
 //! - Redis: the api's push (`ChargeQueue::enqueue`) and, concurrently, a consumer doing what
 //!   apalis' fetch and ack scripts do to the same keys (one script call per batch of 10 fetched,
 //!   one per job acked). The consumer is an approximation: the real one also decodes and
@@ -110,6 +110,7 @@ async fn one_payment(pool: &PgPool, run: &str, i: u64) -> anyhow::Result<()> {
         request_fingerprint: Some(format!("{:064x}", u128::from(id.as_u64_pair().0))),
         reference: None,
         metadata: serde_json::json!({}),
+        session_id: None,
     };
     {
         let mut conn = pool.get().await?;
@@ -384,6 +385,36 @@ async fn measure(bench: &Bench, stack: &Stack) -> anyhow::Result<Ceiling> {
             m.rate.per_sec(),
             m.rate.errors,
             m.cpu.describe()
+        ));
+        measured.push(m);
+    }
+    // What the list API's two indexes cost every payment's writes: the same loop without them,
+    // then with them again (second, on the larger table, so the cost is not understated).
+    for (name, sql) in [
+        (
+            "without the list API's indexes (`(created_at, id)`, `(email, created_at, id)`)",
+            "DROP INDEX transactions_created_id_idx, transactions_email_created_idx",
+        ),
+        (
+            "with them again (as deployed; compare with the row above)",
+            "CREATE INDEX transactions_created_id_idx ON transactions (created_at, id); \
+             CREATE INDEX transactions_email_created_idx ON transactions (email, created_at, id)",
+        ),
+    ] {
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, sql).await?;
+        let pool = shared::db::pool(url, n as u32)?;
+        let m = probed(
+            stack,
+            &mut conn,
+            name,
+            postgres(pool.clone(), n, t.ceiling_variant),
+        )
+        .await;
+        drop(pool);
+        bench.progress(&format!(
+            "ceiling: Postgres {name}: {:.0} payments/s ({} errors)",
+            m.rate.per_sec(),
+            m.rate.errors
         ));
         measured.push(m);
     }

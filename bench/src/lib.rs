@@ -6,6 +6,7 @@
 //! - [`e2e`]: payments/s from POST to `complete` through api, workers and stripe-sim, at
 //!   stripe-sim latency 0 and 250 ms, `WORKER_CONCURRENCY` 10/100/1,000, one and two workers.
 //! - [`latency`]: POST and GET latency at fixed offered rates (open loop); time to `complete`.
+//! - [`streams`]: what 1,000 open checkout pages (event streams) cost Postgres and the api.
 //! - [`http`]: the load generators; [`pg`]: what is counted in Postgres; [`probe`] and
 //!   [`procstat`]: CPU, memory and logged warnings of each process; [`profile`]: where
 //!   Postgres' time goes, from `perf`; [`stats`]: percentiles.
@@ -28,6 +29,7 @@ pub mod procstat;
 pub mod profile;
 pub mod report;
 pub mod stats;
+pub mod streams;
 pub mod svg;
 pub mod targets;
 
@@ -83,6 +85,7 @@ pub struct Phases {
     pub ceiling: bool,
     pub e2e: bool,
     pub latency: bool,
+    pub streams: bool,
 }
 
 pub struct Options {
@@ -135,6 +138,7 @@ pub struct Results {
     pub ceiling: Option<ceiling::Ceiling>,
     pub e2e: Vec<(e2e::Config, e2e::Throughput)>,
     pub latency: Option<latency::Results>,
+    pub streams: Option<streams::Streams>,
 }
 
 impl Results {
@@ -277,6 +281,9 @@ impl Bench {
         }
         if p.latency {
             results.latency = Some(latency::run(self).await?);
+        }
+        if p.streams {
+            results.streams = Some(streams::run(self).await?);
         }
         Ok(results)
     }

@@ -3,7 +3,7 @@
 //!
 //! Flags: `--quick` (a few seconds per step, to check the harness; writes to
 //! `target/bench-quick/` unless `--out-dir` is given), `--out-dir DIR` (default `bench`),
-//! `--only ceiling,e2e,latency` (some parts only), `--configs lat0-w1-c100,...` (some
+//! `--only ceiling,e2e,latency,streams` (some parts only), `--configs lat0-w1-c100,...` (some
 //! end-to-end runs only, e.g. to profile one). Needs the release binaries next to it.
 
 use std::path::PathBuf;
@@ -24,19 +24,21 @@ fn options(args: &[String]) -> anyhow::Result<(Options, PathBuf)> {
             ceiling: true,
             e2e: true,
             latency: true,
+            streams: true,
         },
         Some(list) => {
             let has = |p: &str| list.split(',').any(|x| x.trim() == p);
             if let Some(bad) = list
                 .split(',')
-                .find(|x| !["ceiling", "e2e", "latency"].contains(&x.trim()))
+                .find(|x| !["ceiling", "e2e", "latency", "streams"].contains(&x.trim()))
             {
-                anyhow::bail!("--only: unknown part `{bad}` (ceiling, e2e, latency)");
+                anyhow::bail!("--only: unknown part `{bad}` (ceiling, e2e, latency, streams)");
             }
             Phases {
                 ceiling: has("ceiling"),
                 e2e: has("e2e"),
                 latency: has("latency"),
+                streams: has("streams"),
             }
         }
     };
@@ -64,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!(
-            "usage: bench [--quick] [--out-dir DIR] [--only ceiling,e2e,latency] \
+            "usage: bench [--quick] [--out-dir DIR] [--only ceiling,e2e,latency,streams] \
              [--configs lat0-w1-c100,lat250-w2-c1000,...]"
         );
         return Ok(());

@@ -43,8 +43,19 @@ pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
     parse_vm_hwm(&status)
 }
 
+/// Resident set size of `pid` now, in bytes (VmRSS).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kb(&status, "VmRSS:")
+}
+
 pub fn parse_vm_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    parse_status_kb(status, "VmHWM:")
+}
+
+/// A `Name:   123 kB` line of /proc/<pid>/status, in bytes.
+fn parse_status_kb(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

@@ -9,6 +9,7 @@
 //!   caller can pass a pooled connection or an open transaction. The statements every payment
 //!   makes are fixed-text prepared statements (`prepared`), parsed once per connection.
 //! - [`db`]: the async Postgres pool, connections over TLS, and the embedded migrations.
+//! - [`checkout_sessions`]: one purchase to pay at its own URL; at most one attempt succeeds.
 //! - [`cidr`]: address blocks (`TRUSTED_PROXIES`).
 //! - [`ratelimit`]: rate limits shared by every process through Redis.
 //! - [`events`]: the event log, written with every change: the audit trail and the merchant
@@ -35,6 +36,7 @@
 //! - [`tls`]: the TLS provider and CA files, for Postgres and Redis alike.
 //! - `testing` (feature `testing`): a database and a Redis namespace per test.
 
+pub mod checkout_sessions;
 pub mod cidr;
 pub mod db;
 pub mod discrepancies;

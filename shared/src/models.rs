@@ -55,6 +55,8 @@ pub struct Transaction {
     pub reference: Option<String>,
     /// The merchant's metadata: an object of string values (`crate::merchant_data`).
     pub metadata: serde_json::Value,
+    /// The checkout session the payment was made in, if any (`crate::checkout_sessions`).
+    pub session_id: Option<Uuid>,
 }
 
 impl Transaction {
@@ -88,6 +90,7 @@ pub struct NewTransaction {
     pub request_fingerprint: Option<String>,
     pub reference: Option<String>,
     pub metadata: serde_json::Value,
+    pub session_id: Option<Uuid>,
 }
 
 impl NewTransaction {

@@ -1,6 +1,24 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    checkout_sessions (id) {
+        id -> Uuid,
+        amount -> Int8,
+        currency -> Text,
+        price -> Nullable<Text>,
+        email -> Nullable<Text>,
+        reference -> Nullable<Text>,
+        metadata -> Jsonb,
+        success_url -> Text,
+        cancel_url -> Nullable<Text>,
+        expires_at -> Timestamptz,
+        request_key -> Nullable<Text>,
+        request_fingerprint -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     discrepancies (id) {
         id -> Int8,
         kind -> Text,
@@ -58,6 +76,7 @@ diesel::table! {
         canceled_at -> Nullable<Timestamptz>,
         reference -> Nullable<Text>,
         metadata -> Jsonb,
+        session_id -> Nullable<Uuid>,
     }
 }
 
@@ -113,11 +132,13 @@ diesel::table! {
 }
 
 diesel::joinable!(payment_events -> transactions (transaction_id));
+diesel::joinable!(transactions -> checkout_sessions (session_id));
 diesel::joinable!(webhook_deliveries -> payment_events (event_id));
 diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    checkout_sessions,
     discrepancies,
     payment_events,
     stripe_events,

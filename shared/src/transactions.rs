@@ -55,8 +55,8 @@ impl FixedSql for Insert<'_> {
     const SQL: &'static str = concat!(
         "WITH ins AS (INSERT INTO transactions
              (id, amount, currency, email, price, payment_method, stripe_idempotency_key,
-              request_key, request_fingerprint, reference, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+              request_key, request_fingerprint, reference, metadata, session_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (request_key) DO NOTHING
          RETURNING *, NULL::text AS event_previous,
                    payment_snapshot(transactions) AS event_snapshot), ",
@@ -78,9 +78,92 @@ impl FixedSql for Insert<'_> {
             9 => out.push_bind_param::<Nullable<Text>, _>(&t.request_fingerprint),
             10 => out.push_bind_param::<Nullable<Text>, _>(&t.reference),
             11 => out.push_bind_param::<Jsonb, _>(&t.metadata),
+            12 => out.push_bind_param::<Nullable<SqlUuid>, _>(&t.session_id),
             _ => Err(no_parameter(n)),
         }
     }
+}
+
+/// What the merchant's list (`GET /transactions`) asks for: newest first, after a cursor.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListFilter {
+    /// Rows per page (the caller bounds it).
+    pub limit: i64,
+    /// The last row of the previous page: the page holds the rows older than it.
+    pub starting_after: Option<Uuid>,
+    pub state: Option<TxState>,
+    pub reference: Option<String>,
+    pub email: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub created_gte: Option<DateTime<Utc>>,
+    pub created_gt: Option<DateTime<Utc>>,
+    pub created_lte: Option<DateTime<Utc>>,
+    pub created_lt: Option<DateTime<Utc>>,
+}
+
+/// A page of the merchant's list: each payment as `payment_snapshot`, newest first by
+/// `(created_at, id)`, and whether older rows match. The order is on columns that never change,
+/// and the cursor is a position in it, so paging never repeats or skips a row, whatever is
+/// inserted meanwhile (new rows are newer than every page). `None`: no such cursor row.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    f: &ListFilter,
+) -> DbResult<Option<(Vec<serde_json::Value>, bool)>> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::{Bool, Timestamptz};
+    let mut q = dsl::transactions.into_boxed();
+    if let Some(state) = f.state {
+        q = q.filter(dsl::state.eq(state));
+    }
+    if let Some(reference) = &f.reference {
+        q = q.filter(dsl::reference.eq(reference.clone()));
+    }
+    if let Some(email) = &f.email {
+        q = q.filter(dsl::email.eq(email.clone()));
+    }
+    if let Some(session) = f.session_id {
+        q = q.filter(dsl::session_id.eq(session));
+    }
+    if let Some(at) = f.created_gte {
+        q = q.filter(dsl::created_at.ge(at));
+    }
+    if let Some(at) = f.created_gt {
+        q = q.filter(dsl::created_at.gt(at));
+    }
+    if let Some(at) = f.created_lte {
+        q = q.filter(dsl::created_at.le(at));
+    }
+    if let Some(at) = f.created_lt {
+        q = q.filter(dsl::created_at.lt(at));
+    }
+    if let Some(cursor) = f.starting_after {
+        let at: Option<(DateTime<Utc>, Uuid)> = dsl::transactions
+            .find(cursor)
+            .select((dsl::created_at, dsl::id))
+            .first(conn)
+            .await
+            .optional()?;
+        let Some((at, id)) = at else {
+            return Ok(None);
+        };
+        // A row comparison, which the (created_at, id) index answers as one range.
+        q = q.filter(
+            sql::<Bool>("(created_at, id) < (")
+                .bind::<Timestamptz, _>(at)
+                .sql(", ")
+                .bind::<SqlUuid, _>(id)
+                .sql(")"),
+        );
+    }
+    let mut rows: Vec<serde_json::Value> = q
+        .order((dsl::created_at.desc(), dsl::id.desc()))
+        .limit(f.limit + 1)
+        .select(sql::<Jsonb>("payment_snapshot(transactions)"))
+        .load(conn)
+        .await?;
+    let has_more = rows.len() as i64 > f.limit;
+    rows.truncate(f.limit.max(0) as usize);
+    Ok(Some((rows, has_more)))
 }
 
 /// The payment as the merchant sees it (`payment_snapshot`, the view every event carries).

@@ -53,6 +53,7 @@ fn new_transaction(key: &str) -> NewTransaction {
         request_fingerprint: Some("f".into()),
         reference: None,
         metadata: serde_json::json!({}),
+        session_id: None,
     }
 }
 

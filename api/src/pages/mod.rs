@@ -49,7 +49,7 @@ pub fn html(status: StatusCode, body: String, csp: &str) -> Response {
     response
 }
 
-/// For pages with no script and no form: the 404 page.
+/// For pages with no script and no form: the 404 and other message pages.
 pub const STRICT_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
@@ -140,14 +140,38 @@ pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
 
 /// The 404 page for an unknown product (or any page a browser asked for that is not there).
 pub fn not_found_page(message: &str) -> Response {
+    message_page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        message,
+        Some(("/", "Go to the checkout")),
+    )
+}
+
+/// A page with a title, a sentence and at most one way on (`(href, text)`).
+pub fn message_page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    link: Option<(&str, &str)>,
+) -> Response {
+    let link = link.map_or_else(String::new, |(href, text)| {
+        format!(
+            "<p><a class=\"button secondary\" href=\"{}\">{}</a></p>",
+            escape(href),
+            escape(text)
+        )
+    });
     let body = fill(
-        include_str!("../../static/not_found.html"),
+        include_str!("../../static/message.html"),
         &[
+            ("title", &escape(title)),
             ("message", &escape(message)),
+            ("link", &link),
             ("version", assets::version()),
         ],
     );
-    html(StatusCode::NOT_FOUND, body, STRICT_CSP)
+    html(status, body, STRICT_CSP)
 }
 
 #[cfg(test)]

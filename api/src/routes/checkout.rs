@@ -61,14 +61,18 @@ pub async fn page(
     };
     let stripe = &state.settings.stripe;
     let body = render(&CheckoutPage {
-        price_name: &name,
-        price,
+        product: crate::pages::checkout::product_name(&name),
+        price_name: Some(&name),
+        amount: price.amount,
+        currency: &price.currency,
         publishable_key: stripe.publishable_key.as_deref(),
         sim_base: stripe.browser_sim_base(),
         resuming: query
             .txn
             .as_deref()
             .is_some_and(|t| Uuid::parse_str(t).is_ok()),
+        resume: None,
+        session: None,
     });
     html(StatusCode::OK, body, &checkout_csp(stripe))
 }

@@ -3,8 +3,9 @@
 //!
 //! The stream sends `event: state` with the same JSON as `GET /transactions/{id}` at once, then
 //! whenever the state or `updated_at` changes; it ends after a final state, after
-//! [`MAX_STREAM`], or when the server stops. Each check borrows a pooled connection for one
-//! SELECT and gives it back: a hundred open pages must not pin a hundred connections.
+//! [`MAX_STREAM`], or when the server stops. It waits on [`crate::live`] (Postgres
+//! `LISTEN/NOTIFY`), not on a timer: an open page costs no query while nothing changes, and one
+//! SELECT, on a connection borrowed for just that long, when something does.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -22,11 +23,12 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::live::Subscription;
 use crate::state::AppState;
 use crate::views::{TransactionView, parse_id};
 
-/// How often Postgres is asked; the worker moves a payment on within a few hundred ms.
-pub const CHECK_EVERY: Duration = Duration::from_millis(300);
+/// After a failed read, the next one this much later.
+const RETRY_READ: Duration = Duration::from_secs(1);
 /// A page left open ends its stream; EventSource's reconnect (or the page's polling) resumes.
 pub const MAX_STREAM: Duration = Duration::from_secs(300);
 /// Comment lines keep proxies from closing a quiet connection.
@@ -52,6 +54,8 @@ pub async fn stream(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    // Subscribed before the first read: a change committed in between still wakes the stream.
+    let changes = state.live.subscribe(id);
     // Looked up before the stream starts, so an unknown id is a plain 404, not an empty stream.
     let first = load(&state, id)
         .await?
@@ -60,9 +64,11 @@ pub async fn stream(
         deadline: Instant::now() + MAX_STREAM,
         state,
         id,
+        changes,
         next: Some(first),
         last: None,
         done: false,
+        retry: false,
     };
     let mut response = Sse::new(events(watch))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -83,6 +89,7 @@ async fn load(state: &AppState, id: Uuid) -> Result<Option<Transaction>, ApiErro
 struct Watch {
     state: AppState,
     id: Uuid,
+    changes: Subscription,
     deadline: Instant,
     /// A row read but not yet compared (the one read before the stream started).
     next: Option<Transaction>,
@@ -90,6 +97,15 @@ struct Watch {
     last: Option<(TxState, DateTime<Utc>)>,
     /// A final state was sent: end the stream.
     done: bool,
+    /// The last read failed.
+    retry: bool,
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn events(watch: Watch) -> impl Stream<Item = Result<Event, Infallible>> {
@@ -109,19 +125,22 @@ async fn next_event(w: &mut Watch) -> Option<Event> {
             Some(row) => row,
             None => {
                 let mut shutdown = w.state.shutdown.clone();
+                // After a failed read, read again shortly, whether or not anything is notified.
+                let retry = w.retry.then(|| Instant::now() + RETRY_READ);
                 tokio::select! {
-                    () = tokio::time::sleep(CHECK_EVERY) => {}
+                    changed = w.changes.changed() => if !changed { return None },
+                    () = sleep_until_some(retry) => {}
+                    () = tokio::time::sleep_until(w.deadline) => return None,
                     () = shutdown.wait() => return None,
                 }
-                if Instant::now() >= w.deadline {
-                    return None;
-                }
+                w.retry = false;
                 match load(&w.state, w.id).await {
                     Ok(Some(row)) => row,
                     Ok(None) => return None,
-                    // Postgres away for a moment: keep the stream, ask again next tick.
+                    // Postgres away for a moment: keep the stream and read again soon.
                     Err(e) => {
                         tracing::warn!(error = ?e, "event stream could not read the transaction");
+                        w.retry = true;
                         continue;
                     }
                 }

@@ -3,5 +3,6 @@
 pub mod checkout;
 pub mod events;
 pub mod health;
+pub mod sessions;
 pub mod transactions;
 pub mod webhooks;

@@ -1,6 +1,7 @@
-//! `POST /transactions`, `GET /transactions/{id}` and `POST /transactions/{id}/confirm`.
+//! `POST /transactions`, `GET /transactions` (the merchant's list), `GET /transactions/{id}`,
+//! its history, and `POST /transactions/{id}/confirm`.
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shared::state_machine::change::{Transition, change};
@@ -12,7 +13,7 @@ use crate::idempotency;
 use crate::payments::{self, Recorded};
 use crate::state::AppState;
 use crate::validate::{CreateTransaction, validate};
-use crate::views::{TransactionView, parse_id};
+use crate::views::{MerchantTransactionView, TransactionView, TxStateDoc, parse_id};
 
 /// Records a payment and queues its charge.
 #[utoipa::path(
@@ -83,6 +84,64 @@ pub async fn create(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The merchant's payments, newest first, a page at a time: pass the last `id` of a page as
+/// `starting_after` for the next. Paging is stable: rows made meanwhile never shift a page.
+#[utoipa::path(
+    get,
+    path = "/transactions",
+    operation_id = "list_transactions",
+    tag = "transactions",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100,
+         description = "Rows per page, 1 to 100 (default 10)"),
+        ("starting_after" = Option<String>, Query,
+         description = "A transaction id: the page holds the ones created before it"),
+        ("state" = Option<TxStateDoc>, Query, description = "Only this state"),
+        ("reference" = Option<String>, Query, description = "Only this reference"),
+        ("email" = Option<String>, Query, description = "Only this customer"),
+        ("session_id" = Option<String>, Query, description = "Only this checkout session"),
+        ("created[gte]" = Option<i64>, Query, description = "Created at or after (unix s)"),
+        ("created[gt]" = Option<i64>, Query, description = "Created after (unix s)"),
+        ("created[lte]" = Option<i64>, Query, description = "Created at or before (unix s)"),
+        ("created[lt]" = Option<i64>, Query, description = "Created before (unix s)"),
+    ),
+    responses(
+        (status = 200, description = "`{\"data\": [MerchantTransactionView...], \"has_more\"}`",
+         body = ListDoc),
+        (status = 400, description = "A malformed query string", body = ErrorBody),
+        (status = 401, description = "No or a wrong merchant key", body = ErrorBody),
+        (status = 422, description = "A parameter is invalid or unknown (`field` names it), or \
+                                      `starting_after` names no transaction", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("merchant_key" = [])),
+)]
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    if !payments::caller(&state, &headers)?.is_merchant() {
+        return Err(ApiError::Unauthorized);
+    }
+    let filter = crate::validate::parse_list_query(query.as_deref())?;
+    let mut conn = state.db.get().await?;
+    let (data, has_more) = txq::list(&mut conn, &filter)
+        .await?
+        .ok_or_else(|| ApiError::validation("starting_after", "no such transaction"))?;
+    Ok(AppJson(serde_json::json!({ "data": data, "has_more": has_more })).into_response())
+}
+
+/// `GET /transactions`'s body, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only its schema is used.
+pub struct ListDoc {
+    data: Vec<MerchantTransactionView>,
+    /// More rows match, older than the last one here.
+    has_more: bool,
 }
 
 /// One transaction.

@@ -65,6 +65,8 @@ impl TestApp {
             .expect("start stripe-sim");
         let mut settings = Settings::from_env().expect("settings");
         settings.database_url = scratch.database_url.clone();
+        // The live-status listener's own connection goes here (no pooler in tests).
+        settings.database_direct_url = scratch.database_url.clone();
         // Pools open every connection at start; tests run side by side on one Postgres.
         settings.database_pool_size = Some(4);
         settings.redis_url = scratch.redis_url.clone();
@@ -193,6 +195,34 @@ impl TestApp {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// A GET with the merchant key.
+    pub async fn get_as_merchant(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {MERCHANT_KEY}"))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap_or_default())
+    }
+
+    /// The PaymentIntent as stripe-sim shows it to a Stripe client.
+    pub async fn stripe_intent(&self, stripe_id: &str) -> Value {
+        self.client
+            .get(format!(
+                "{}/v1/payment_intents/{stripe_id}",
+                self.sim.base_url()
+            ))
+            .bearer_auth("sk_test_harness")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// A GET that does not follow redirects, for pages and headers.

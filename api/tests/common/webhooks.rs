@@ -63,6 +63,7 @@ impl TestApp {
             request_fingerprint: None,
             reference: None,
             metadata: serde_json::json!({}),
+            session_id: None,
         };
         let mut conn = self.db().await;
         shared::transactions::insert(&mut conn, &new).await.unwrap();

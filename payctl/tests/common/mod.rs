@@ -116,6 +116,7 @@ impl Env {
             request_fingerprint: None,
             reference: None,
             metadata: serde_json::json!({}),
+            session_id: None,
         };
         shared::transactions::insert(&mut self.db().await, &new)
             .await

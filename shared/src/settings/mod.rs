@@ -63,6 +63,10 @@ pub struct HttpSettings {
     pub header_read_timeout: Duration,
     /// The longest a request may take, body included; work it handed off still finishes.
     pub request_timeout: Duration,
+    /// The api as customers reach it (`PUBLIC_URL`, `https://pay.example.com`): the base of
+    /// each checkout session's `url`. Unset: `http://` and the request's `Host`, which only
+    /// suits development.
+    pub public_url: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -293,6 +297,20 @@ impl Settings {
                     .unwrap_or_default(),
                 header_read_timeout: v.millis("HTTP_HEADER_READ_TIMEOUT_MS", 10_000)?,
                 request_timeout: v.millis("HTTP_REQUEST_TIMEOUT_MS", 15_000)?,
+                public_url: v
+                    .var("PUBLIC_URL")
+                    .map(|u| {
+                        let u = u.trim().trim_end_matches('/').to_owned();
+                        let scheme_ok = u.starts_with("https://") || u.starts_with("http://");
+                        if scheme_ok && !u.contains(['?', '#', ' ']) {
+                            Ok(u)
+                        } else {
+                            Err(SettingsError(
+                                "PUBLIC_URL: an http(s) URL without query or fragment".into(),
+                            ))
+                        }
+                    })
+                    .transpose()?,
             },
             merchant_webhooks: webhooks::read(&v)?,
         };

@@ -2,10 +2,11 @@
 //! Redis key prefix of one test's own, so tests run in parallel and leave nothing behind.
 //! A test cannot go on without them, so failing to make them panics. [`servers`]: the servers
 //! a test runs for itself (a private Postgres with TLS, redis-server with TLS, PgBouncer);
-//! [`receiver`]: a merchant's webhook endpoint.
+//! [`receiver`]: a merchant's webhook endpoint; [`proxy`]: a TCP hop a test can cut.
 
 #![allow(clippy::expect_used)]
 
+pub mod proxy;
 pub mod receiver;
 pub mod servers;
 
