@@ -5,7 +5,8 @@
 //!   api and the worker do, in a loop at high concurrency over `shared::db::pool`. Two shorter
 //!   diagnostic variants show what two costs weigh: a test query on every checkout (which the
 //!   pool no longer sends), and waiting for the WAL flush at every commit
-//!   (`synchronous_commit=off`); two more show what the list API's indexes cost the writes.
+//!   (`synchronous_commit=off`); four more show what the list API's indexes and live status's
+//!   NOTIFY cost the writes.
 //! - Redis: the api's push (`ChargeQueue::enqueue`) and, concurrently, a consumer doing what
 //!   apalis' fetch and ack scripts do to the same keys (one script call per batch of 10 fetched,
 //!   one per job acked). The consumer is an approximation: the real one also decodes and
@@ -388,8 +389,9 @@ async fn measure(bench: &Bench, stack: &Stack) -> anyhow::Result<Ceiling> {
         ));
         measured.push(m);
     }
-    // What the list API's two indexes cost every payment's writes: the same loop without them,
-    // then with them again (second, on the larger table, so the cost is not understated).
+    // What the list API's two indexes, and live status's NOTIFY, cost every payment's writes:
+    // the same loop without each, then with it again (second, on the larger table, so the cost
+    // is not understated).
     for (name, sql) in [
         (
             "without the list API's indexes (`(created_at, id)`, `(email, created_at, id)`)",
@@ -399,6 +401,15 @@ async fn measure(bench: &Bench, stack: &Stack) -> anyhow::Result<Ceiling> {
             "with them again (as deployed; compare with the row above)",
             "CREATE INDEX transactions_created_id_idx ON transactions (created_at, id); \
              CREATE INDEX transactions_email_created_idx ON transactions (email, created_at, id)",
+        ),
+        // And what live status costs them: the NOTIFY each event sends at commit.
+        (
+            "without the live-status NOTIFY (trigger disabled)",
+            "ALTER TABLE payment_events DISABLE TRIGGER payment_events_notify",
+        ),
+        (
+            "with the NOTIFY again (as deployed; compare with the row above)",
+            "ALTER TABLE payment_events ENABLE TRIGGER payment_events_notify",
         ),
     ] {
         diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, sql).await?;

@@ -17,6 +17,8 @@ use crate::procstat::rss_bytes;
 
 /// Pages held open.
 pub const STREAMS: usize = 1000;
+/// How late Postgres may count a backend's transactions, and a margin.
+const STATS_LAG: Duration = Duration::from_secs(11);
 
 #[derive(Clone, Debug, Default)]
 pub struct Streams {
@@ -125,15 +127,19 @@ async fn measure(bench: &Bench, stack: &mut tools::stack::Stack) -> anyhow::Resu
         Duration::from_secs(10)
     };
     let mut conn = crate::pg::connect(&stack.database_url).await?;
-    // Let the last streams' first reads settle before the window.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // An idle backend reports its statistics up to 10 s late (PGSTAT_IDLE_INTERVAL): wait that
+    // out, so the POSTs and first reads above are counted before the window, not in it...
+    tokio::time::sleep(STATS_LAG).await;
     let before = transactions(&mut conn).await?;
     let started = Instant::now();
     tokio::time::sleep(window).await;
+    let rss_open = pid.and_then(rss_bytes).unwrap_or(0);
+    // ...and whatever the window did is counted after it (nothing happens meanwhile).
+    tokio::time::sleep(STATS_LAG).await;
     let after = transactions(&mut conn).await?;
     let window_secs = started.elapsed().as_secs_f64();
-    let rss_open = pid.and_then(rss_bytes).unwrap_or(0);
-    // Our own statistics reads: the flush and the count, once each side.
+    // Our own statistics reads: the flush and the count, once each side. The rate is over the
+    // whole quiet span between the two reads.
     let pg_per_sec = ((after - before - 2).max(0)) as f64 / window_secs;
     bench.progress(&format!(
         "streams: {pg_per_sec:.1} Postgres transactions/s over {window_secs:.0} s with {open} idle; api RSS {:.1} → {:.1} MB",
