@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make run`: migrate, then start stripe-sim (when no real Stripe key is set), the api and the
-# worker in the foreground; Ctrl-C stops all three.
+# `make run`: Postgres and Redis (used, started from compose.yaml, or started privately under
+# target/services/: scripts/services.sh), then migrate and start stripe-sim (when no real Stripe
+# key is set), the api and the worker in the foreground; Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,11 +9,18 @@ if [ -f .env ]; then set -a; . ./.env; set +a; fi
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/payments}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 
+. scripts/services.sh
+
 cargo build --release --bin api --bin worker --bin stripe-sim
 bin=target/release
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  services_down
+}
 trap cleanup EXIT INT TERM
+services_up
 
 if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
   export STRIPE_SIM_ADDR="${STRIPE_SIM_ADDR:-127.0.0.1:12111}"

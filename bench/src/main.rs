@@ -1,77 +1,76 @@
 //! `make bench`: measures throughput and latency against this machine's limits and writes
 //! `bench/results.md` and `bench/results.svg` (see the `bench` library).
 //!
-//! Flags: `--quick` (a few seconds per step, to check the harness; writes to
-//! `target/bench-quick/` unless `--out-dir` is given), `--out-dir DIR` (default `bench`),
-//! `--only ceiling,e2e,latency,streams` (some parts only), `--configs lat0-w1-c100,...` (some
-//! end-to-end runs only, e.g. to profile one). Needs the release binaries next to it.
+//! Flags (`bench --help`): `--quick`, `--out-dir DIR`, `--only ceiling,e2e,latency,streams`,
+//! `--configs lat0-w1-c100,...`. Needs the release binaries next to it.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use bench::{Bench, Options, Phases, chart, machine, report};
+use clap::{Parser, ValueEnum};
 use tools::stack::default_bin_dir;
 
-fn value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    let i = args.iter().position(|a| a == name)?;
-    args.get(i + 1).map(String::as_str)
+/// Throughput, latency and cost of the real deployment against this machine's Postgres and
+/// Redis; writes results.md and results.svg. Needs the release binaries next to it (`make
+/// bench` builds them).
+#[derive(Debug, Parser)]
+#[command(name = "bench", version)]
+struct Cli {
+    /// A few seconds per step, to check the harness (writes to target/bench-quick/ unless
+    /// --out-dir is given).
+    #[arg(long)]
+    quick: bool,
+    /// Where results.md and results.svg go (default: bench/).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Run only these parts.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+    /// Only these end-to-end runs, e.g. lat0-w1-c100,lat250-w2-c1000 (to profile one).
+    #[arg(long, value_delimiter = ',')]
+    configs: Vec<String>,
 }
 
-fn options(args: &[String]) -> anyhow::Result<(Options, PathBuf)> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let phases = match value(args, "--only") {
-        None => Phases {
-            ceiling: true,
-            e2e: true,
-            latency: true,
-            streams: true,
-        },
-        Some(list) => {
-            let has = |p: &str| list.split(',').any(|x| x.trim() == p);
-            if let Some(bad) = list
-                .split(',')
-                .find(|x| !["ceiling", "e2e", "latency", "streams"].contains(&x.trim()))
-            {
-                anyhow::bail!("--only: unknown part `{bad}` (ceiling, e2e, latency, streams)");
-            }
-            Phases {
-                ceiling: has("ceiling"),
-                e2e: has("e2e"),
-                latency: has("latency"),
-                streams: has("streams"),
-            }
-        }
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Part {
+    Ceiling,
+    E2e,
+    Latency,
+    Streams,
+}
+
+fn options(cli: Cli) -> (Options, PathBuf) {
+    let has = |p: Part| cli.only.is_empty() || cli.only.contains(&p);
+    let phases = Phases {
+        ceiling: has(Part::Ceiling),
+        e2e: has(Part::E2e),
+        latency: has(Part::Latency),
+        streams: has(Part::Streams),
     };
-    let out_dir = value(args, "--out-dir").map_or_else(
-        || PathBuf::from(if quick { "target/bench-quick" } else { "bench" }),
-        PathBuf::from,
-    );
+    let out_dir = cli.out_dir.unwrap_or_else(|| {
+        PathBuf::from(if cli.quick {
+            "target/bench-quick"
+        } else {
+            "bench"
+        })
+    });
     let bin_dir = default_bin_dir();
-    Ok((
+    (
         Options {
-            quick,
+            quick: cli.quick,
             phases,
-            only_configs: value(args, "--configs")
-                .map(|v| v.split(',').map(|c| c.trim().to_owned()).collect())
-                .unwrap_or_default(),
+            only_configs: cli.configs,
             log_dir: bin_dir.join("bench-logs"),
             bin_dir,
         },
         out_dir,
-    ))
+    )
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!(
-            "usage: bench [--quick] [--out-dir DIR] [--only ceiling,e2e,latency,streams] \
-             [--configs lat0-w1-c100,lat250-w2-c1000,...]"
-        );
-        return Ok(());
-    }
-    let (opts, out_dir) = options(&args)?;
+    let (opts, out_dir) = options(Cli::parse());
     let database_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());

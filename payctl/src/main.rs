@@ -1,4 +1,5 @@
-//! The `payctl` binary: parse, run, and turn any failure into one line on stderr and exit 1.
+//! The `payctl` binary: parse, run, and turn any failure into one line on stderr: exit 2 for a
+//! command line that does not parse (as every binary here), 1 for a command that failed.
 
 use std::process::ExitCode;
 
@@ -15,7 +16,7 @@ async fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("{}", payctl::cli::one_line(&e.render().to_string()));
-            return ExitCode::from(1);
+            return ExitCode::from(2);
         }
     };
     match payctl::run(cli).await {

@@ -214,30 +214,35 @@ async fn show_finds_a_job_by_task_id_and_every_job_of_a_transaction_by_its_id() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_one_clear_line_and_exit_code_1() {
+async fn bad_input_gets_one_clear_line_and_exit_code_1_or_2_for_usage() {
     let env = Env::new().await;
     let unknown_txn = uuid::Uuid::new_v4().to_string();
-    let cases: [(&[&str], &str); 9] = [
+    // 1: the command ran and failed; 2: the command line did not parse.
+    let cases: [(&[&str], &str, i32); 11] = [
         (
             &["show", "01NOSUCHTASK"],
             "no transaction or task with id `01NOSUCHTASK`",
+            1,
         ),
-        (&["show", &unknown_txn], "no transaction or task with id"),
-        (&["show", "has space"], "is not a task id"),
+        (&["show", &unknown_txn], "no transaction or task with id", 1),
+        (&["show", "has space"], "is not a task id", 1),
         (
             &["retry", "01NOSUCHTASK"],
             "no task `01NOSUCHTASK` in queue",
+            1,
         ),
-        (&["purge-done", "--older-than", "5x"], "unknown unit `x`"),
-        (&["stuck", "--older-than", "soon"], "is not a duration"),
-        (&["purge-done"], "--older-than"),
-        (&["list", "--state", "lost"], "invalid value 'lost'"),
-        (&["dead", "--limit", "0"], "--limit"),
+        (&["purge-done", "--older-than", "5x"], "unknown unit `x`", 2),
+        (&["stuck", "--older-than", "soon"], "is not a duration", 2),
+        (&["purge-done"], "--older-than", 2),
+        (&["list", "--state", "lost"], "invalid value 'lost'", 2),
+        (&["dead", "--limit", "0"], "--limit", 2),
+        (&["stats", "--jsn"], "unexpected argument '--jsn'", 2),
+        (&["no-such-command"], "unrecognized subcommand", 2),
     ];
-    for (args, expected) in cases {
+    for (args, expected, code) in cases {
         let out = env.payctl(args).await;
         let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "payctl {args:?}: {err}");
+        assert_eq!(out.status.code(), Some(code), "payctl {args:?}: {err}");
         assert!(err.contains(expected), "payctl {args:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "payctl {args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");

@@ -1,4 +1,4 @@
-//! Everything the api and the worker agree on, and nothing that speaks HTTP.
+//! Everything the api and the worker agree on, and nothing that speaks HTTP (but a health probe).
 //!
 //! - [`schema`]: the Diesel schema of the `transactions` table.
 //! - [`models`]: the [`Transaction`](models::Transaction) row and the customer-facing error it
@@ -19,6 +19,7 @@
 //!   customers are shown; used by the worker and the webhooks alike.
 //! - [`queue`]: the `StripeCharge` job payload, the queue's name and its producer; the Redis key
 //!   layout apalis-redis 1.0 keeps, and reading and steering it (tasks, scans, scripts).
+//! - [`healthcheck`]: the one HTTP request here: `api healthcheck` / `worker healthcheck`.
 //! - [`preflight`]: the start-up check that stops a service whose connections cannot work.
 //! - [`signature`]: Stripe's webhook signature scheme, verified on Stripe's events and signed on
 //!   ours.
@@ -41,6 +42,7 @@ pub mod cidr;
 pub mod db;
 pub mod discrepancies;
 pub mod events;
+pub mod healthcheck;
 pub mod intent;
 pub mod merchant_data;
 pub mod merchant_webhooks;

@@ -1,4 +1,5 @@
-//! `stripe-sim` binary: serves the simulator on `STRIPE_SIM_ADDR` until SIGINT/SIGTERM.
+//! `stripe-sim` binary: serves the simulator on `STRIPE_SIM_ADDR` until SIGINT/SIGTERM;
+//! `stripe-sim healthcheck` probes a running one.
 //!
 //! Configuration (flags win over the environment):
 //! - `--addr ADDR` / `STRIPE_SIM_ADDR` (default `127.0.0.1:12111`)
@@ -10,43 +11,69 @@
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
 use stripe_sim::{Config, Faults, Sim};
 use tracing_subscriber::EnvFilter;
 
+/// A Stripe stand-in for tests and development: PaymentIntents as Stripe documents them, test
+/// cards, 3-D Secure, idempotency, search lag, faults and signed webhooks.
+///
+/// STRIPE_SIM_WEBHOOK_URL and STRIPE_SIM_WEBHOOK_SECRET: where webhook events go and the
+/// secret they are signed with (without both, none are sent).
+#[derive(Debug, Parser)]
+#[command(name = "stripe-sim", version)]
 struct Options {
+    /// Where to listen.
+    #[arg(long, env = "STRIPE_SIM_ADDR", default_value = "127.0.0.1:12111")]
     addr: String,
+    /// Faults to inject, as JSON, e.g. `{"seed":1,"drop_after":0.1}`.
+    #[arg(long, env = "STRIPE_SIM_FAULTS")]
     faults: Option<String>,
+    /// How long an idempotency key is remembered (default 86400, Stripe's 24 hours).
+    #[arg(long = "idempotency-ttl-secs", env = "STRIPE_SIM_IDEMPOTENCY_TTL_SECS")]
     ttl: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn options() -> Result<Options, String> {
-    let mut opts = Options {
-        addr: std::env::var("STRIPE_SIM_ADDR").unwrap_or_else(|_| "127.0.0.1:12111".to_owned()),
-        faults: std::env::var("STRIPE_SIM_FAULTS")
-            .ok()
-            .filter(|s| !s.trim().is_empty()),
-        ttl: std::env::var("STRIPE_SIM_IDEMPOTENCY_TTL_SECS").ok(),
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve until SIGINT or SIGTERM (the default).
+    Serve,
+    /// Exit 0 when the simulator on --addr answers, else 1: for container healthchecks.
+    Healthcheck,
+}
+
+/// `GET /sim/stats` on the simulator's own address (a wildcard one on loopback).
+async fn healthcheck(addr: &str) -> ExitCode {
+    let probe = addr
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build();
+    let answer = match client {
+        Ok(c) => c.get(format!("http://{probe}/sim/stats")).send().await,
+        Err(e) => Err(e),
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--addr" => opts.addr = value()?,
-            "--faults" => opts.faults = Some(value()?),
-            "--idempotency-ttl-secs" => opts.ttl = Some(value()?),
-            "-h" | "--help" => {
-                return Err("usage: stripe-sim [--addr HOST:PORT] [--faults JSON] \
-                            [--idempotency-ttl-secs N]"
-                    .to_owned());
-            }
-            other => return Err(format!("unknown argument {other} (try --help)")),
+    match answer {
+        Ok(r) if r.status().is_success() => {
+            println!("stripe-sim healthy ({probe})");
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("stripe-sim unhealthy: {probe} answered {}", r.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("stripe-sim unhealthy: {probe}: {e}");
+            ExitCode::FAILURE
         }
     }
-    Ok(opts)
 }
 
 fn config(opts: &Options) -> Result<Config, String> {
-    let faults = match &opts.faults {
+    let faults = match opts.faults.as_deref().filter(|f| !f.trim().is_empty()) {
         None => Faults::default(),
         Some(json) => serde_json::from_str::<Faults>(json).map_err(|e| format!("faults: {e}"))?,
     };
@@ -57,10 +84,14 @@ fn config(opts: &Options) -> Result<Config, String> {
             .parse()
             .map_err(|_| format!("idempotency TTL: not a number: {s}"))?,
     };
-    let env = |name| {
-        std::env::var(name)
-            .ok()
-            .filter(|s: &String| !s.trim().is_empty())
+    // `NAME_FILE` (a mounted secret) stands in for an unset `NAME`.
+    let env = |name: &str| {
+        let set = |n: &str| std::env::var(n).ok().filter(|s| !s.trim().is_empty());
+        set(name).or_else(|| {
+            let path = set(&format!("{name}_FILE"))?;
+            let contents = std::fs::read_to_string(path.trim()).ok()?;
+            Some(contents.trim_end_matches(['\n', '\r']).to_owned())
+        })
     };
     Ok(Config {
         faults,
@@ -105,13 +136,10 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let opts = match options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("stripe-sim: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let opts = Options::parse();
+    if let Some(Command::Healthcheck) = opts.command {
+        return healthcheck(&opts.addr).await;
+    }
     let config = match config(&opts) {
         Ok(c) => c,
         Err(e) => {

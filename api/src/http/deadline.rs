@@ -49,7 +49,8 @@ where
     T: Send + 'static,
     F: Future<Output = Result<T, ApiError>> + Send + 'static,
 {
-    let task = tokio::spawn(work);
+    // In the request's span: its logs, and its trace when traces are exported.
+    let task = tokio::spawn(work.instrument(tracing::Span::current()));
     if let Some(a) = accepted {
         a.mark();
     }

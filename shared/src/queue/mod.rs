@@ -29,10 +29,14 @@ use redis::aio::ConnectionManagerConfig;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StripeCharge {
     pub transaction_id: Uuid,
+    /// The W3C `traceparent` of whoever queued the charge, when traces are exported
+    /// (`crate::telemetry`); absent otherwise, so the job is what it always was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// The queue's name, fixed here rather than taken from the Rust type path (apalis' default),
@@ -113,7 +117,10 @@ impl ChargeQueue {
         transaction_id: Uuid,
         delay: Option<Duration>,
     ) -> Result<(), EnqueueError> {
-        let mut builder = TaskBuilder::new(StripeCharge { transaction_id });
+        let mut builder = TaskBuilder::new(StripeCharge {
+            transaction_id,
+            trace: crate::telemetry::traceparent(),
+        });
         if let Some(d) = delay.filter(|d| !d.is_zero()) {
             builder = builder.run_after(d);
         }

@@ -180,6 +180,52 @@ impl Vars<'_> {
     }
 }
 
+/// The variables that may be read from a file instead, as `NAME_FILE=/run/secrets/...`: the
+/// secrets, and the URLs that can carry passwords.
+pub const FILE_VARS: [&str; 8] = [
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "MERCHANT_API_KEY",
+    "MERCHANT_WEBHOOK_SECRET",
+    "ADMIN_TOKEN",
+    "DATABASE_URL",
+    "DATABASE_DIRECT_URL",
+    "REDIS_URL",
+];
+
+/// The values of the [`FILE_VARS`] given as `NAME_FILE`: the file's contents without the
+/// trailing newline. Both `NAME` and `NAME_FILE`, an unreadable file or an empty one is an error
+/// that names the variable and the path, never the contents.
+fn read_files(
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(&'static str, String)>, SettingsError> {
+    let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+    let mut values = Vec::new();
+    for name in FILE_VARS {
+        let file_var = format!("{name}_FILE");
+        let Some(path) = set(&file_var) else {
+            continue;
+        };
+        if set(name).is_some() {
+            return Err(SettingsError(format!(
+                "{name} and {file_var} are both set: give one"
+            )));
+        }
+        let contents = std::fs::read_to_string(path.trim()).map_err(|e| {
+            SettingsError(format!("{file_var}={}: cannot read it: {e}", path.trim()))
+        })?;
+        let value = contents.trim_end_matches(['\n', '\r']).to_owned();
+        if value.trim().is_empty() {
+            return Err(SettingsError(format!(
+                "{file_var}={}: the file is empty",
+                path.trim()
+            )));
+        }
+        values.push((name, value));
+    }
+    Ok(values)
+}
+
 /// `url` with `sslrootcert=<ca_file>` added, unless it names one already.
 fn with_root_cert(url: String, ca_file: Option<&str>) -> String {
     match ca_file {
@@ -201,8 +247,18 @@ impl Settings {
     }
 
     /// Reads the variables `get` returns, as [`Settings::from_env`] reads the environment.
+    /// Each of [`FILE_VARS`] may instead be given as `NAME_FILE`, a file holding the value
+    /// (Docker and Kubernetes secrets).
     pub fn from_vars(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let v = Vars(get);
+        let from_files = read_files(get)?;
+        let get = |name: &str| {
+            from_files
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| get(name))
+        };
+        let v = Vars(&get);
         let prices = Prices::parse(&v.var("PRICES").unwrap_or_else(|| DEFAULT_PRICES.into()))
             .map_err(|e| SettingsError(format!("PRICES: {e}")))?;
         let stripe_timeout = v.millis("STRIPE_TIMEOUT_MS", 10_000)?;

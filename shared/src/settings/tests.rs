@@ -146,3 +146,52 @@ fn merchant_webhooks_need_a_secret_and_read_durations() {
     ]);
     assert!(e.contains("not an http(s) URL"), "{e}");
 }
+
+#[test]
+fn secrets_and_urls_can_be_read_from_files() {
+    let dir = std::env::temp_dir().join(format!("settings-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("stripe_key");
+    std::fs::write(&key, "sk_test_from_a_file\n").unwrap();
+    let url = dir.join("database_url");
+    std::fs::write(&url, "postgres://app:s3cret@db:5432/payments\r\n").unwrap();
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let (key_path, url_path) = (key.to_str().unwrap(), url.to_str().unwrap());
+
+    let s = from(&[
+        ("STRIPE_SECRET_KEY_FILE", key_path),
+        ("DATABASE_URL_FILE", url_path),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.stripe.secret_key.as_ref().map(|k| k.expose().to_owned()),
+        Some("sk_test_from_a_file".to_owned())
+    );
+    assert_eq!(s.database_url, "postgres://app:s3cret@db:5432/payments");
+    // The direct URL follows the pooled one when it is not given, from a file or not.
+    assert_eq!(s.database_direct_url, s.database_url);
+
+    let both = error(&[
+        ("MERCHANT_API_KEY", "mk_live_0123456789abcdef"),
+        ("MERCHANT_API_KEY_FILE", key_path),
+    ]);
+    assert_eq!(
+        both,
+        "MERCHANT_API_KEY and MERCHANT_API_KEY_FILE are both set: give one"
+    );
+    let missing = error(&[("ADMIN_TOKEN_FILE", "/nonexistent/admin_token")]);
+    assert!(
+        missing.starts_with("ADMIN_TOKEN_FILE=/nonexistent/admin_token: cannot read it"),
+        "{missing}"
+    );
+    let blank = error(&[("STRIPE_WEBHOOK_SECRET_FILE", empty.to_str().unwrap())]);
+    assert!(blank.ends_with("the file is empty"), "{blank}");
+    // What a file holds never appears in an error.
+    let bad_url = dir.join("bad_url");
+    std::fs::write(&bad_url, "notaurl-with-s3cret").unwrap();
+    if let Err(e) = from(&[("REDIS_URL_FILE", bad_url.to_str().unwrap())]) {
+        assert!(!e.0.contains("s3cret"), "{}", e.0);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,44 +1,69 @@
 //! `make chaos`: the full chaos run. Prints the table and exits non-zero unless nothing was
 //! lost, stuck, double-charged or mismatched.
 //!
-//! Flags: `--payments N` (3000) `--workers N` (4) `--concurrency N` (32) `--kill-every-ms N`
-//! (1500) `--max-kills N` (25) `--seed N` (7) `--no-postgres-restart` `--no-redis-empty`
-//! `--drain-timeout-secs N` (300) `--search-lag-ms N` (60000) `--outage-ms N` (6000, longer than
-//! the run's `SWEEP_AFTER_MS` of 4000) `--disconnect-every N` (25) `--late-confirm-every N` (3).
+//! Flags: `chaos --help`.
 
 use std::time::Duration;
 
+use clap::Parser;
 use tools::chaos::{self, Scenario};
 use tools::stack::default_bin_dir;
 
-fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("{name} needs a number")),
-    }
+/// The full chaos run (docs/reliability.md): release binaries, thousands of payments, faults,
+/// worker kills, a Redis wipe and a Postgres restart; exits non-zero unless nothing was lost,
+/// stuck, double-charged or mismatched with Stripe.
+#[derive(Debug, Parser)]
+#[command(name = "chaos", version)]
+struct Cli {
+    #[arg(long, default_value_t = 3000)]
+    payments: usize,
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// POSTs in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 1500)]
+    kill_every_ms: u64,
+    #[arg(long, default_value_t = 25)]
+    max_kills: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(long)]
+    no_redis_empty: bool,
+    #[arg(long)]
+    no_postgres_restart: bool,
+    #[arg(long, default_value_t = 300)]
+    drain_timeout_secs: u64,
+    /// stripe-sim's search lag (Stripe's search is not read-after-write).
+    #[arg(long, default_value_t = 60_000)]
+    search_lag_ms: u64,
+    /// The Stripe outage, longer than the run's SWEEP_AFTER_MS of 4000.
+    #[arg(long, default_value_t = 6_000)]
+    outage_ms: u64,
+    #[arg(long, default_value_t = 25)]
+    disconnect_every: usize,
+    #[arg(long, default_value_t = 3)]
+    late_confirm_every: usize,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = Cli::parse();
     let bin_dir = default_bin_dir();
     let scenario = Scenario {
-        payments: flag(&args, "--payments", 3000)?,
-        workers: flag(&args, "--workers", 4)?,
-        concurrency: flag(&args, "--concurrency", 32)?,
-        kill_every: Duration::from_millis(flag(&args, "--kill-every-ms", 1500)?),
-        max_kills: flag(&args, "--max-kills", 25)?,
-        seed: flag(&args, "--seed", 7)?,
-        empty_redis: !args.iter().any(|a| a == "--no-redis-empty"),
-        restart_postgres: !args.iter().any(|a| a == "--no-postgres-restart"),
-        drain_timeout: Duration::from_secs(flag(&args, "--drain-timeout-secs", 300)?),
-        search_lag: Duration::from_millis(flag(&args, "--search-lag-ms", 60_000)?),
-        outage: Duration::from_millis(flag(&args, "--outage-ms", 6_000)?),
-        disconnect_every: flag(&args, "--disconnect-every", 25)?,
-        late_confirm_every: flag(&args, "--late-confirm-every", 3)?,
+        payments: cli.payments,
+        workers: cli.workers,
+        concurrency: cli.concurrency,
+        kill_every: Duration::from_millis(cli.kill_every_ms),
+        max_kills: cli.max_kills,
+        seed: cli.seed,
+        empty_redis: !cli.no_redis_empty,
+        restart_postgres: !cli.no_postgres_restart,
+        drain_timeout: Duration::from_secs(cli.drain_timeout_secs),
+        search_lag: Duration::from_millis(cli.search_lag_ms),
+        outage: Duration::from_millis(cli.outage_ms),
+        disconnect_every: cli.disconnect_every,
+        late_confirm_every: cli.late_confirm_every,
         log_dir: bin_dir.join("chaos-logs"),
         bin_dir,
     };

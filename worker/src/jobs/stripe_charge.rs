@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use apalis::prelude::{BoxDynError, Data};
 use chrono::Utc;
@@ -52,16 +53,24 @@ fn db_err(e: impl std::fmt::Display) -> Redeliver {
     Redeliver(format!("postgres: {e}"))
 }
 
-#[tracing::instrument(skip_all, fields(transaction_id = %job.transaction_id))]
 pub async fn stripe_charge(
     job: StripeCharge,
     ctx: Data<Arc<ChargeContext>>,
 ) -> Result<(), BoxDynError> {
-    run(&ctx, job).await.map_err(|e| {
-        tracing::warn!(error = %e, "charge job will be redelivered");
-        count_job("redelivered");
-        Box::new(e) as BoxDynError
-    })
+    let span = tracing::info_span!("stripe_charge", transaction_id = %job.transaction_id);
+    // The payment's trace, when traces are exported: this job joins the api's request.
+    if let Some(parent) = &job.trace {
+        shared::telemetry::continue_trace(&span, parent);
+    }
+    async move {
+        run(&ctx, job).await.map_err(|e| {
+            tracing::warn!(error = %e, "charge job will be redelivered");
+            count_job("redelivered");
+            Box::new(e) as BoxDynError
+        })
+    }
+    .instrument(span)
+    .await
 }
 
 async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
@@ -87,7 +96,8 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
     let taken_at = Instant::now();
     let claimed = {
         let mut conn = ctx.db.get().await.map_err(db_err)?;
-        let claim = change::claim(&mut conn, id, &ctx.owner, ctx.lease);
+        let claim = change::claim(&mut conn, id, &ctx.owner, ctx.lease)
+            .instrument(tracing::info_span!("claim"));
         match claim.await.map_err(db_err)? {
             Ok(row) => row,
             Err(why) => return not_claimed(why),
@@ -169,10 +179,14 @@ async fn record(
     id: uuid::Uuid,
     outcome: &Outcome,
 ) -> Result<Option<Transaction>, Redeliver> {
-    let mut conn = ctx.db.get().await.map_err(db_err)?;
-    change::record(&mut conn, id, &ctx.owner, outcome)
-        .await
-        .map_err(db_err)
+    async {
+        let mut conn = ctx.db.get().await.map_err(db_err)?;
+        change::record(&mut conn, id, &ctx.owner, outcome)
+            .await
+            .map_err(db_err)
+    }
+    .instrument(tracing::info_span!("record", outcome = outcome.name()))
+    .await
 }
 
 async fn canceled(ctx: &ChargeContext, txn: &Transaction) -> Result<(), Redeliver> {

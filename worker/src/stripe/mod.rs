@@ -17,6 +17,7 @@ pub mod ratelimit;
 
 use std::collections::HashMap;
 use std::time::Duration;
+use tracing::Instrument;
 
 use redis::aio::ConnectionManager;
 use shared::intent::{IntentFacts, PaymentError};
@@ -104,8 +105,10 @@ impl Stripe {
                 .map_err(CallError::NotSent)?;
         }
         let started = std::time::Instant::now();
-        let result = send.await;
         let label = kind.as_str();
+        let result = send
+            .instrument(tracing::info_span!("stripe", call = label))
+            .await;
         metrics::histogram!("payments_stripe_request_duration_seconds", "call" => label)
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("payments_stripe_requests_total", "call" => label, "outcome" => outcome_label(&result))
