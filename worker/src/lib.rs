@@ -14,6 +14,8 @@
 //!   decides, records the rest as discrepancies.
 //! - [`merchant_webhooks`]: sends the event log to the merchant's endpoints, signed, at least
 //!   once.
+//! - [`retention`]: deletes finished jobs from Redis after `DONE_JOB_RETENTION_MS`.
+//! - [`turn`]: which worker does a periodic task this interval (a Redis lock).
 
 pub mod jobs;
 pub mod lease;
@@ -21,6 +23,8 @@ pub mod merchant_webhooks;
 pub mod metrics;
 pub mod policy;
 pub mod reconcile;
+pub mod retention;
 pub mod startup;
 pub mod stripe;
 pub mod sweeper;
+pub mod turn;

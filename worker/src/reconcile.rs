@@ -217,7 +217,8 @@ impl Reconciler {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if !self.take_turn().await {
+            if !crate::turn::take(&self.redis, &self.lock_key, &self.ctx.owner, self.interval).await
+            {
                 continue;
             }
             let to = Utc::now();
@@ -226,20 +227,5 @@ impl Reconciler {
                 tracing::warn!(error = %format!("{e:#}"), "reconciler pass failed; will try again");
             }
         }
-    }
-
-    /// One worker per interval: the first to set the lock for most of an interval runs.
-    async fn take_turn(&self) -> bool {
-        let mut conn = self.redis.clone();
-        let ttl = (self.interval.as_millis() as u64).saturating_mul(9) / 10;
-        let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(&self.lock_key)
-            .arg(&self.ctx.owner)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.max(1))
-            .query_async(&mut conn)
-            .await;
-        matches!(taken, Ok(Some(_)))
     }
 }

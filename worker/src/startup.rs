@@ -119,6 +119,15 @@ impl Application {
             window: w.reconcile_window,
         };
         let reconciler = tokio::spawn(reconciler.run(stop.clone()));
+        let purger = crate::retention::Purger {
+            redis: redis.clone(),
+            keys: Keys::new(&settings.queue_namespace),
+            lock_key: format!("{}:purge_lock", settings.queue_namespace),
+            owner: ctx.owner.clone(),
+            interval: w.done_purge_interval,
+            retention: w.done_retention,
+        };
+        let purger = tokio::spawn(purger.run(stop.clone()));
         let webhooks =
             crate::merchant_webhooks::Sender::new(ctx.db.clone(), &settings.merchant_webhooks)
                 .map(|sender| tokio::spawn(sender.run(stop.clone())));
@@ -142,6 +151,7 @@ impl Application {
         consume(ctx, storage, w, &stop).await;
         let _ = sweeper.await;
         let _ = reconciler.await;
+        let _ = purger.await;
         if let Some(w) = webhooks {
             let _ = w.await;
         }

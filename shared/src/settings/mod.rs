@@ -127,6 +127,11 @@ pub struct WorkerSettings {
     pub reconcile_interval: Duration,
     /// How far back each reconciler pass looks.
     pub reconcile_window: Duration,
+    /// Finished jobs (apalis' done set, their data and meta) older than this are deleted by
+    /// the workers themselves (`DONE_JOB_RETENTION_MS`, default one day)...
+    pub done_retention: Duration,
+    /// ...by one worker every `DONE_JOB_PURGE_INTERVAL_MS` (default 10 minutes; 0: never).
+    pub done_purge_interval: Duration,
     /// Where the worker serves `/metrics`; port 0 picks a free one, `off` disables it.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -317,6 +322,8 @@ impl Settings {
                 requires_action_timeout: v.millis("REQUIRES_ACTION_TIMEOUT_MS", 3_600_000)?,
                 reconcile_interval: v.millis("RECONCILE_INTERVAL_MS", 300_000)?,
                 reconcile_window: v.millis("RECONCILE_WINDOW_MS", 3_600_000)?,
+                done_retention: v.millis("DONE_JOB_RETENTION_MS", 86_400_000)?,
+                done_purge_interval: v.millis("DONE_JOB_PURGE_INTERVAL_MS", 600_000)?,
                 metrics_addr: match v.var("WORKER_METRICS_ADDR").as_deref() {
                     Some("off") => None,
                     None => Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
