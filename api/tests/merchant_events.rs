@@ -60,11 +60,14 @@ async fn a_payment_tells_the_merchant_every_change_in_signed_webhooks() {
     assert_eq!(created["metadata"]["plan"], "pro");
     let id = created["id"].as_str().unwrap().to_owned();
 
-    let delivered = receiver
+    let mut delivered = receiver
         .wait_until(WAIT, |d| {
             types_for(d, &id).contains(&"payment.complete".to_owned())
         })
         .await;
+    // Events are delivered each on its own, so they may arrive in any order (docs/webhooks.md);
+    // `sequence` is their order.
+    delivered.sort_by_key(|e| e["sequence"].as_i64());
     assert_eq!(
         types_for(&delivered, &id),
         ["payment.pending", "payment.processing", "payment.complete"]
@@ -104,6 +107,7 @@ async fn a_payment_tells_the_merchant_every_change_in_signed_webhooks() {
     assert_eq!(last["data"]["transaction"], shown);
     assert_eq!(last["data"]["previous_state"], "processing");
     assert!(last["id"].as_str().unwrap().starts_with("evt_"));
+    // One sequence number per event, never shared.
     let sequences: Vec<i64> = delivered
         .iter()
         .map(|e| e["sequence"].as_i64().unwrap())
