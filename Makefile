@@ -1,5 +1,5 @@
 # The two commands: `make run` (the service) and `make test` (every test).
-.PHONY: run test lint fmt build chaos bench fuzz
+.PHONY: run test lint fmt build chaos bench soak fuzz
 
 run:
 	bash scripts/run.sh
@@ -28,6 +28,12 @@ chaos:
 # short check of the harness. Never part of `make test`.
 bench:
 	bash scripts/bench.sh
+
+# 30 minutes at 200 payments/s (release binaries): what grows (memory, Redis, connections, the
+# ready queue, Postgres bytes per payment); writes bench/soak.md. Never part of `make test`.
+# `bash scripts/bench.sh soak --minutes 2` for a short check.
+soak:
+	bash scripts/bench.sh soak
 
 # schemathesis (from PyPI, into target/fuzz-venv) against the api's own /openapi.json, on a stack
 # of its own (database payments_fuzz, own Redis prefix): fails on any 5xx or crash.

@@ -7,6 +7,7 @@
 //!   stripe-sim latency 0 and 250 ms, `WORKER_CONCURRENCY` 10/100/1,000, one and two workers.
 //! - [`latency`]: POST and GET latency at fixed offered rates (open loop); time to `complete`.
 //! - [`streams`]: what 1,000 open checkout pages (event streams) cost Postgres and the api.
+//! - [`soak`]: `make soak`, a steady rate for half an hour: what grows.
 //! - [`http`]: the load generators; [`pg`]: what is counted in Postgres; [`probe`] and
 //!   [`procstat`]: CPU, memory and logged warnings of each process; [`profile`]: where
 //!   Postgres' time goes, from `perf`; [`stats`]: percentiles.
@@ -28,6 +29,7 @@ pub mod probe;
 pub mod procstat;
 pub mod profile;
 pub mod report;
+pub mod soak;
 pub mod stats;
 pub mod streams;
 pub mod svg;
@@ -177,6 +179,19 @@ impl Bench {
         sim_latency_ms: u64,
         concurrency: usize,
     ) -> anyhow::Result<Stack> {
+        self.start_stack_with(name, workers, sim_latency_ms, concurrency, &[])
+            .await
+    }
+
+    /// [`Bench::start_stack`] with more environment (which wins).
+    pub async fn start_stack_with(
+        &self,
+        name: &str,
+        workers: usize,
+        sim_latency_ms: u64,
+        concurrency: usize,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Stack> {
         let env = [
             ("RUST_LOG", "warn".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
@@ -198,7 +213,11 @@ impl Bench {
             log_dir: self.opts.log_dir.join(name),
             workers,
             sim_faults: serde_json::json!({ "latency_ms": sim_latency_ms }),
-            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            env: env
+                .iter()
+                .chain(extra.iter())
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
             redis_url: None,
             webhooks: false,
         })

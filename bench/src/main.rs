@@ -30,6 +30,21 @@ struct Cli {
     /// Only these end-to-end runs, e.g. lat0-w1-c100,lat250-w2-c1000 (to profile one).
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// `make soak`: a steady rate for a long time, sampling what could grow; writes
+    /// <out-dir>/soak.md (default bench/).
+    Soak {
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        /// Payments per second offered.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -40,7 +55,7 @@ enum Part {
     Streams,
 }
 
-fn options(cli: Cli) -> (Options, PathBuf) {
+fn options(cli: &Cli) -> (Options, PathBuf) {
     let has = |p: Part| cli.only.is_empty() || cli.only.contains(&p);
     let phases = Phases {
         ceiling: has(Part::Ceiling),
@@ -48,7 +63,7 @@ fn options(cli: Cli) -> (Options, PathBuf) {
         latency: has(Part::Latency),
         streams: has(Part::Streams),
     };
-    let out_dir = cli.out_dir.unwrap_or_else(|| {
+    let out_dir = cli.out_dir.clone().unwrap_or_else(|| {
         PathBuf::from(if cli.quick {
             "target/bench-quick"
         } else {
@@ -60,7 +75,7 @@ fn options(cli: Cli) -> (Options, PathBuf) {
         Options {
             quick: cli.quick,
             phases,
-            only_configs: cli.configs,
+            only_configs: cli.configs.clone(),
             log_dir: bin_dir.join("bench-logs"),
             bin_dir,
         },
@@ -70,13 +85,30 @@ fn options(cli: Cli) -> (Options, PathBuf) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (opts, out_dir) = options(Cli::parse());
+    let cli = Cli::parse();
+    let (opts, out_dir) = options(&cli);
     let database_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     // Read before anything starts: the load average says how quiet the machine was.
     let machine = machine::machine(&database_url, &redis_url).await;
     let bench = Bench::new(opts);
+    if let Some(Command::Soak { minutes, rate }) = cli.command {
+        bench.progress(&format!(
+            "soak: {rate:.0}/s for {minutes:.0} min, load average {}",
+            machine.load_before
+        ));
+        let samples = tokio::select! {
+            r = bench::soak::run(&bench, minutes, rate) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
+        bench.cleanup_leftovers().await;
+        let md = bench::soak::markdown(&samples?, minutes, rate, &machine.date);
+        std::fs::create_dir_all(&out_dir)?;
+        std::fs::write(out_dir.join("soak.md"), &md)?;
+        println!("\n{md}");
+        return Ok(());
+    }
     bench.progress(&format!(
         "bench{}: {} cores, load average {}; results go to {}",
         if bench.opts.quick { " --quick" } else { "" },
