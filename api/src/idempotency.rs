@@ -8,7 +8,8 @@
 //! (`shared::models::NewTransaction::stripe_key_for`) and Stripe's event ids
 //! (`shared::stripe_events`).
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -19,6 +20,14 @@ use crate::validate::ValidPayment;
 pub struct RequestKey {
     pub key: String,
     pub fingerprint: String,
+}
+
+/// Marks `response` as the replay of an earlier request with the same key
+/// (`Idempotent-Replayed: true`, as Stripe does).
+pub fn mark_replayed(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
 }
 
 /// An `Idempotency-Key` header: 1 to 255 visible ASCII characters, like Stripe's.

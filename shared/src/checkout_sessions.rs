@@ -117,6 +117,16 @@ pub async fn create(conn: &mut AsyncPgConnection, new: &CheckoutSession) -> DbRe
     Ok(Created::Existing(existing))
 }
 
+/// The session row alone (what an attempt is made from; `start_attempt` checks the rest).
+pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<Option<CheckoutSession>> {
+    s::checkout_sessions
+        .find(id)
+        .select(CheckoutSession::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// The session, its live or complete attempt, and whether it has expired.
 pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> DbResult<Option<SessionState>> {
     let Some((session, expired)) = s::checkout_sessions

@@ -4,7 +4,7 @@
 //! attempt, expiry, return URLs) live in `shared::checkout_sessions`.
 
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use shared::checkout_sessions::{self as sessions, CheckoutSession, Created, SessionState};
@@ -93,9 +93,7 @@ pub async fn create(
     )
         .into_response();
     if status == StatusCode::OK {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        idempotency::mark_replayed(&mut response);
     }
     Ok(response)
 }
@@ -220,10 +218,9 @@ pub async fn pay(
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("checkout session"))?;
     let session = {
         let mut conn = state.db.get().await?;
-        sessions::find(&mut conn, id)
+        sessions::get(&mut conn, id)
             .await?
             .ok_or(ApiError::NotFound("checkout session"))?
-            .session
     };
     let payment = validate_pay_in_session(&body, &session)?;
     // Keys are the page's own, scoped to the session: one session's key never finds another's.
@@ -233,9 +230,7 @@ pub async fn pay(
     tracing::Span::current().record("transaction_id", tracing::field::display(row.id));
     let mut response = (StatusCode::ACCEPTED, AppJson(TransactionView::from(row))).into_response();
     if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        idempotency::mark_replayed(&mut response);
     }
     Ok(response)
 }

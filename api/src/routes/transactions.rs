@@ -2,7 +2,7 @@
 //! its history, and `POST /transactions/{id}/confirm`.
 
 use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shared::state_machine::change::{Transition, change};
 use shared::transactions as txq;
@@ -79,9 +79,7 @@ pub async fn create(
         (StatusCode::ACCEPTED, AppJson(TransactionView::from(row))).into_response()
     };
     if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        idempotency::mark_replayed(&mut response);
     }
     Ok(response)
 }
