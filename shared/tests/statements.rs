@@ -215,3 +215,126 @@ async fn a_stripe_key_not_derived_from_the_id_is_refused() {
     let rows: Vec<(TxState, i64)> = txq::count_by_state(&mut conn).await.unwrap();
     assert!(rows.iter().all(|(_, n)| *n == 0), "{rows:?}");
 }
+
+/// The worker claims the jobs it was handed in one statement: each row is claimed, or not, as
+/// if alone, the answers come back in the order asked, and each claim writes its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claiming_many_at_once_answers_each_as_if_alone() {
+    let scratch = ScratchGuard::create().await;
+    let mut conn = scratch.connect().await;
+    let lease = Duration::from_secs(30);
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let Inserted::Created(row) =
+            txq::insert(&mut conn, &new_transaction(&format!("public:m{n}")))
+                .await
+                .unwrap()
+        else {
+            panic!("a fresh key made a row");
+        };
+        ids.push(row.id);
+    }
+    let (free, leased, done) = (ids[0], ids[1], ids[2]);
+    // One leased by another worker, one finished.
+    claim(&mut conn, leased, "w2", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    claim(&mut conn, done, "w1", lease).await.unwrap().unwrap();
+    let complete = Outcome::Complete {
+        stripe_id: "pi_done".into(),
+    };
+    let recorded = shared::state_machine::change::change_all(
+        &mut conn,
+        &[(
+            done,
+            Transition::Record {
+                owner: "w1",
+                outcome: &complete,
+            },
+        )],
+    )
+    .await
+    .unwrap();
+    assert!(recorded[0].as_ref().unwrap().applied);
+
+    let missing = Uuid::new_v4();
+    let asked = [done, missing, free, leased, ids[3]];
+    let answers = shared::state_machine::change::claim_many(&mut conn, &asked, "w1", lease)
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), asked.len());
+    assert_eq!(
+        answers[0].as_ref().err(),
+        Some(&NotClaimed::Finished(TxState::Complete))
+    );
+    assert_eq!(answers[1].as_ref().err(), Some(&NotClaimed::Missing));
+    for i in [2, 4] {
+        let row = answers[i].as_ref().expect("claimed");
+        assert_eq!(row.id, asked[i]);
+        assert_eq!(row.state, TxState::Processing);
+        assert_eq!(row.lease_owner.as_deref(), Some("w1"));
+        assert_eq!(row.attempts, 1);
+    }
+    assert!(
+        matches!(&answers[3], Err(NotClaimed::Leased { owner: Some(o), .. }) if o == "w2"),
+        "{:?}",
+        answers[3]
+    );
+    // Each claim that moved a payment wrote its own event.
+    for id in [free, ids[3]] {
+        let kinds: Vec<String> = shared::events::history(&mut conn, id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["payment.pending", "payment.processing"], "{id}");
+    }
+    scratch.remove().await;
+}
+
+/// A group commit of writes is all or nothing: when one of them fails, none is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_committed_together_roll_back_together() {
+    let scratch = ScratchGuard::create().await;
+    let mut conn = scratch.connect().await;
+    let lease = Duration::from_secs(30);
+    let Inserted::Created(row) = txq::insert(&mut conn, &new_transaction("public:g1"))
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh key made a row");
+    };
+    claim(&mut conn, row.id, "w1", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    let complete = Outcome::Complete {
+        stripe_id: "pi_g1".into(),
+    };
+    // Postgres refuses a NUL byte in text: the second statement fails.
+    let writes = [
+        (
+            row.id,
+            Transition::Record {
+                owner: "w1",
+                outcome: &complete,
+            },
+        ),
+        (
+            row.id,
+            Transition::IntentCreated {
+                owner: "w1",
+                stripe_id: "pi_g1",
+                client_secret: Some("\0"),
+            },
+        ),
+    ];
+    let result = shared::state_machine::change::change_all(&mut conn, &writes).await;
+    assert!(result.is_err(), "{result:?}");
+    let now = txq::find(&mut conn, row.id).await.unwrap().unwrap();
+    assert_eq!(now.state, TxState::Processing, "the record was rolled back");
+    assert_eq!(now.lease_owner.as_deref(), Some("w1"));
+    scratch.remove().await;
+}

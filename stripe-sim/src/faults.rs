@@ -51,6 +51,10 @@ pub struct Faults {
     pub apply_to: Vec<String>,
     /// Probability that a retrieve answers 500 (Stripe's reads failing in an outage).
     pub read_error_500: f64,
+    /// Stripe's account rate limit: at most this many `/v1` requests in any one second (25 in
+    /// test mode, 100 live); the rest get 429 `rate_limit_error` before anything executes, as
+    /// Stripe's do. 0 (the default): no limit.
+    pub rate_limit_per_second: u64,
 }
 
 impl Default for Faults {
@@ -72,6 +76,7 @@ impl Default for Faults {
             webhook_repeat: 0.0,
             apply_to: Vec::new(),
             read_error_500: 0.0,
+            rate_limit_per_second: 0,
         }
     }
 }
@@ -144,6 +149,9 @@ pub struct Stats {
     /// `/v1` requests by call.
     #[serde(default)]
     pub calls: CallCounts,
+    /// `/v1` requests refused with 429 for going over `rate_limit_per_second`.
+    #[serde(default)]
+    pub rate_limited: u64,
 }
 
 /// `/v1` requests by what they asked for.

@@ -112,6 +112,10 @@ pub async fn authenticate(State(sim): State<Sim>, mut req: Request, next: Next) 
         };
         return ApiError::unauthorized(message).into_response();
     }
+    // Stripe counts its limit per account, after authentication.
+    if !sim.shared.lock().within_rate_limit() {
+        return ApiError::rate_limited(1).into_response();
+    }
     let key = key.to_owned();
     req.extensions_mut().insert(ApiKey(key));
     next.run(req).await

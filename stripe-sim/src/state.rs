@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     /// Requests that change an intent, by idempotency key: a test counts how often a key was
     /// sent (a second call for one payment shows as a second request under its key).
     pub requests_by_key: HashMap<String, u64>,
+    /// When the `/v1` requests of the last second arrived (for `rate_limit_per_second`).
+    recent: std::collections::VecDeque<std::time::Instant>,
 }
 
 impl Inner {
@@ -115,7 +117,30 @@ impl Inner {
             stats: Stats::default(),
             webhooks: Outbox::new(endpoint),
             requests_by_key: HashMap::new(),
+            recent: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Whether one more `/v1` request fits the account's rate limit now (and counts it if so).
+    pub fn within_rate_limit(&mut self) -> bool {
+        let limit = self.faults.rate_limit_per_second;
+        if limit == 0 {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() as u64 >= limit {
+            self.stats.rate_limited += 1;
+            return false;
+        }
+        self.recent.push_back(now);
+        true
     }
 
     pub fn set_faults(&mut self, faults: Faults) {
@@ -131,6 +156,7 @@ impl Inner {
         self.idempotency.clear();
         self.stats = Stats::default();
         self.requests_by_key.clear();
+        self.recent.clear();
         self.webhooks.clear();
         self.rng = StdRng::seed_from_u64(self.faults.seed);
     }

@@ -17,6 +17,7 @@
 //! - [`retention`]: deletes finished jobs from Redis after `DONE_JOB_RETENTION_MS`.
 //! - [`turn`]: which worker does a periodic task this interval (a Redis lock).
 
+pub mod batch;
 pub mod jobs;
 pub mod lease;
 pub mod merchant_webhooks;

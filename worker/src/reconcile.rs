@@ -26,7 +26,7 @@ use shared::state_machine::outcome::Outcome;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::stripe::Stripe;
+use crate::stripe::{Priority, Stripe};
 
 /// What one pass found and did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -132,7 +132,10 @@ pub async fn pass(
         if succeeded.contains(&stripe_id) {
             continue;
         }
-        let charged = match stripe.retrieve(&stripe_id, None).await {
+        let charged = match stripe
+            .retrieve(&stripe_id, Priority::Background, None)
+            .await
+        {
             Ok(i) => i.status.as_deref() == Some("succeeded"),
             // Unknown is not absent: try again at the next pass.
             Err(_) => continue,

@@ -57,7 +57,9 @@ impl Application {
             Duration::from_secs(10),
         )?;
         let queue = ChargeQueue::new(conn.clone(), &settings.queue_namespace);
+        let owner = worker_name();
         let ctx = Arc::new(ChargeContext {
+            batches: crate::batch::Batches::start(db.clone(), owner.clone(), w.lease, w.batch_max),
             db: db.clone(),
             queue: queue.clone(),
             stripe: Stripe::new(&settings.stripe, conn.clone(), &settings.queue_namespace)?,
@@ -65,7 +67,7 @@ impl Application {
             lease: w.lease,
             recheck: w.sweep_after,
             requires_action_timeout: w.requires_action_timeout,
-            owner: worker_name(),
+            owner,
         });
         let config = queue_config(&settings.queue_namespace)
             // Prefetch only what we can run: a prefetched job waits in this worker's in-flight

@@ -71,3 +71,52 @@ async fn limiters_in_different_processes_share_one_budget_over_any_second() {
 
     shared::testing::remove_namespace(&url, &namespace).await;
 }
+
+/// At the limit, what customers wait on goes first: background calls (3-D Secure re-checks,
+/// cancels, the reconciler) asked while customers' calls fill the window get a place only once
+/// those have left room, and never push the window over the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn background_calls_wait_while_customers_use_the_budget() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let (_, url) = shared::testing::base_urls();
+    let namespace = format!("test:{}", uuid::Uuid::new_v4().simple());
+    let limiter = RateLimiter::new(
+        shared::queue::redis_connection(&url, None).unwrap(),
+        &namespace,
+        10,
+    );
+    let start = Instant::now();
+    let done = Arc::new(AtomicUsize::new(0));
+    let call = |priority| {
+        let (limiter, done) = (limiter.clone(), done.clone());
+        async move {
+            limiter.acquire(priority).await;
+            done.fetch_add(1, Ordering::SeqCst);
+            start.elapsed()
+        }
+    };
+    // 30 customers' calls at 10/s: three full windows, customers asking for more than the
+    // budget the whole time.
+    let customers = tokio::spawn(futures::future::join_all(
+        (0..25)
+            .map(|_| call(Priority::Customer))
+            .collect::<Vec<_>>(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while done.load(Ordering::SeqCst) < 10 {
+        assert!(Instant::now() < deadline, "the first window never filled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let background = futures::future::join_all((0..5).map(|_| call(Priority::Background))).await;
+    let customers = customers.await.unwrap();
+    let last_customer = customers.iter().max().unwrap();
+    assert!(
+        background.iter().all(|t| t > last_customer),
+        "background went before customers: {background:?} vs last customer {last_customer:?}"
+    );
+    let all: Vec<Duration> = customers.iter().chain(&background).copied().collect();
+    assert!(busiest(&all, Duration::from_millis(950)) <= 10, "{all:?}");
+    shared::testing::remove_namespace(&url, &namespace).await;
+}

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use super::TxState;
 use super::outcome::Outcome;
 use super::statements::{
-    Canceled, Caused, ChangeRow, Claim, Correct, DueNow, IntentCreated, Record, Renew, StripeAction,
+    Canceled, Caused, ChangeRow, ClaimMany, Correct, DueNow, IntentCreated, Record, Renew,
+    StripeAction,
 };
 use crate::db::{DbResult, interval};
 use crate::models::Transaction;
@@ -153,8 +154,9 @@ pub async fn change(
     let cause = transition.cause();
     let changed = match transition {
         Transition::Claim { owner, lease } => {
-            let s = Claim {
-                id,
+            let ids = [id];
+            let s = ClaimMany {
+                ids: &ids,
                 owner,
                 lease: interval(lease),
             };
@@ -241,6 +243,24 @@ pub async fn change(
     Ok(changed)
 }
 
+/// [`change`] of each `(id, transition)` in turn, all in one transaction: one commit for all
+/// (the worker's group commit, `worker/src/batch.rs`). Give them in id order, the order every
+/// statement locks rows in. Any error rolls all of them back.
+pub async fn change_all(
+    conn: &mut AsyncPgConnection,
+    changes: &[(Uuid, Transition<'_>)],
+) -> DbResult<Vec<Option<Change>>> {
+    use diesel_async::AsyncConnection;
+    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+        let mut done = Vec::with_capacity(changes.len());
+        for (id, transition) in changes {
+            done.push(change(conn, *id, *transition).await?);
+        }
+        Ok(done)
+    })
+    .await
+}
+
 async fn run<S>(conn: &mut AsyncPgConnection, statement: S, cause: &str) -> DbResult<Option<Change>>
 where
     S: crate::prepared::FixedSql + Send,
@@ -303,12 +323,49 @@ pub async fn claim(
     let Some(c) = change(conn, id, Transition::Claim { owner, lease }).await? else {
         return Ok(Err(NotClaimed::Missing));
     };
+    Ok(claimed(c))
+}
+
+/// [`claim`] of every payment in `ids` for `owner`, in one statement (one round trip, one
+/// commit): each row is claimed or not exactly as [`claim`] alone would, and the answers come
+/// back in the order of `ids`. `ids` must not repeat an id (a second claim of a row in the same
+/// statement would look like a first).
+pub async fn claim_many(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    owner: &str,
+    lease: Duration,
+) -> DbResult<Vec<Result<Transaction, NotClaimed>>> {
+    debug_assert!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len() == ids.len(),
+        "claim_many: repeated id"
+    );
+    let cause = Transition::Claim { owner, lease }.cause();
+    let s = Caused {
+        statement: ClaimMany {
+            ids,
+            owner,
+            lease: interval(lease),
+        },
+        cause: &cause,
+    };
+    let rows: Vec<ChangeRow> = Prepared(s).load(conn).await?;
+    let mut by_id: std::collections::HashMap<Uuid, Change> =
+        rows.into_iter().map(|r| (r.row.id, from(r))).collect();
+    Ok(ids
+        .iter()
+        .map(|id| by_id.remove(id).map_or(Err(NotClaimed::Missing), claimed))
+        .collect())
+}
+
+/// The claimed row, or why the claim took nothing.
+fn claimed(c: Change) -> Result<Transaction, NotClaimed> {
     if c.applied {
-        return Ok(Ok(c.row));
+        return Ok(c.row);
     }
     let t = c.row;
     let now = Utc::now();
-    Ok(Err(if t.state.is_final() && !t.cancel_pending() {
+    Err(if t.state.is_final() && !t.cancel_pending() {
         NotClaimed::Finished(t.state)
     } else if let Some(until) = t.lease_expires_at.filter(|u| *u >= now) {
         NotClaimed::Leased {
@@ -317,7 +374,7 @@ pub async fn claim(
         }
     } else {
         NotClaimed::NotDue(t.next_attempt_at)
-    }))
+    })
 }
 
 /// [`Transition::Record`] through [`change`]: the row when it changed.

@@ -34,11 +34,19 @@ pub(super) struct ChangeRow {
 /// correction's records); the result is the updated row, or else the row unchanged.
 macro_rules! guarded {
     ($set:expr, $guard:expr) => {
-        guarded!($set, $guard, "")
+        guarded!(@rows "id = $1", $set, $guard, "")
     };
     ($set:expr, $guard:expr, $also:expr) => {
+        guarded!(@rows "id = $1", $set, $guard, $also)
+    };
+    // `$rows` picks the rows (`ClaimMany`: several at once). They are locked in id order, the
+    // order every statement and every group commit (the worker's `batch`) locks in, so two
+    // of them never wait for each other in a circle.
+    (@rows $rows:expr, $set:expr, $guard:expr, $also:expr) => {
         concat!(
-            "WITH cur AS (SELECT * FROM transactions WHERE id = $1 FOR UPDATE),
+            "WITH cur AS (SELECT * FROM transactions WHERE ",
+            $rows,
+            " ORDER BY id FOR UPDATE),
                   upd AS (UPDATE transactions t SET ",
             $set,
             " FROM cur WHERE t.id = cur.id AND ",
@@ -49,10 +57,11 @@ macro_rules! guarded {
             crate::events::event_ctes!("upd", "'payment.' || r.state", "$40"),
             $also,
             "
-             SELECT true AS applied, cur.state AS previous_state, upd.* FROM upd, cur
+             SELECT true AS applied, cur.state AS previous_state, upd.* FROM upd
+             JOIN cur ON cur.id = upd.id
              UNION ALL
              SELECT false, cur.state, cur.*, NULL::text, NULL::jsonb FROM cur
-             WHERE NOT EXISTS (SELECT 1 FROM upd)"
+             WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.id = cur.id)"
         )
     };
 }
@@ -87,17 +96,11 @@ macro_rules! holder {
     };
 }
 
-pub(super) struct Claim<'a> {
-    pub id: Uuid,
-    pub owner: &'a str,
-    pub lease: PgInterval,
-}
-
-impl FixedSql for Claim<'_> {
-    type Id = Claim<'static>;
-    // A charge attempt is counted only when a create or confirm may be sent: not while the
-    // outcome of a confirm is being resolved, a 3-D Secure re-check, or a cancel.
-    const SQL: &'static str = guarded!(
+/// A worker's claim of one payment for an attempt ([`super::change::Transition::Claim`]).
+/// A charge attempt is counted only when a create or confirm may be sent: not while the
+/// outcome of a confirm is being resolved, a 3-D Secure re-check, or a cancel.
+macro_rules! claim_set {
+    () => {
         "lease_owner = $2,
          lease_expires_at = now() + $3,
          attempts = t.attempts + CASE
@@ -107,7 +110,14 @@ impl FixedSql for Claim<'_> {
              WHEN t.state IN ('pending', 'processing') AND t.outcome_unknown_since IS NULL
              THEN 0 ELSE 1 END,
          state = CASE WHEN t.state = 'pending' THEN 'processing' ELSE t.state END,
-         updated_at = now()",
+         updated_at = now()"
+    };
+}
+
+/// Only an unfinished, due row with no live lease, or a failed one whose intent is still to
+/// cancel.
+macro_rules! claim_guard {
+    () => {
         concat!(
             "(cur.",
             unfinished_sql!(),
@@ -117,11 +127,25 @@ impl FixedSql for Claim<'_> {
               -- one second of slack for clock skew between Redis' scheduler and Postgres
               AND cur.next_attempt_at <= now() + interval '1 second'"
         )
-    );
+    };
+}
+
+/// The claim of every payment in `ids` for one owner, in one statement and one commit: the
+/// worker claims the jobs it was handed together (`worker/src/batch.rs`). Each row is claimed,
+/// or not, exactly as if alone; a payment that does not exist returns no row.
+pub(super) struct ClaimMany<'a> {
+    pub ids: &'a [Uuid],
+    pub owner: &'a str,
+    pub lease: PgInterval,
+}
+
+impl FixedSql for ClaimMany<'_> {
+    type Id = ClaimMany<'static>;
+    const SQL: &'static str = guarded!(@rows "id = ANY($1)", claim_set!(), claim_guard!(), "");
 
     fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         match n {
-            1 => out.push_bind_param::<SqlUuid, _>(&self.id),
+            1 => out.push_bind_param::<Array<SqlUuid>, _>(self.ids),
             2 => out.push_bind_param::<Text, _>(self.owner),
             3 => out.push_bind_param::<Interval, _>(&self.lease),
             _ => Err(no_parameter(n)),

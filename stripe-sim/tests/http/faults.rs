@@ -237,3 +237,42 @@ async fn seeded_faults_are_reproducible() {
         s
     });
 }
+
+/// Stripe's account limit (`rate_limit_per_second`): the requests over it in any second get 429
+/// `rate_limit_error` before anything executes; a second later there is room again.
+#[tokio::test]
+async fn the_account_rate_limit_refuses_what_goes_over_it() {
+    let h = start_with_faults(only(|f| f.rate_limit_per_second = 3)).await;
+    let mut statuses = Vec::new();
+    for n in 0..5 {
+        let r = h
+            .create(
+                &charge("pm_card_visa", &format!("tx_rl{n}")),
+                Some(&format!("key-rl{n}")),
+            )
+            .await;
+        if r.status == 429 {
+            assert_eq!(r.error()["type"], "rate_limit_error");
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert_eq!(
+        h.sim().ledger().payment_intents.len(),
+        3,
+        "refused requests executed nothing"
+    );
+    assert_eq!(h.sim().stats().rate_limited, 2);
+    // Room again once the first second has passed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = h
+            .create(&charge("pm_card_visa", "tx_rl9"), Some("key-rl9"))
+            .await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

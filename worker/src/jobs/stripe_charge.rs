@@ -22,16 +22,19 @@ use shared::intent;
 use shared::models::{Transaction, TxError};
 use shared::queue::{ChargeQueue, StripeCharge};
 use shared::settings::RetrySettings;
-use shared::state_machine::change::{self, NotClaimed, Transition};
+use shared::state_machine::change::{self, NotClaimed};
 use shared::state_machine::outcome::{IntentAfter, Outcome};
 
+use crate::batch::{Batches, Write};
 use crate::lease::Lease;
 use crate::policy::{self, Attempt, Call, Step, Verdict};
-use crate::stripe::Stripe;
+use crate::stripe::{Priority, Stripe};
 
 /// What every job needs; one per worker process, shared behind an `Arc`.
 pub struct ChargeContext {
     pub db: PgPool,
+    /// Claims and writes go through here, committed together with other jobs' (group commit).
+    pub batches: Batches,
     pub queue: ChargeQueue,
     pub stripe: Stripe,
     pub retry: RetrySettings,
@@ -94,14 +97,13 @@ async fn run(ctx: &ChargeContext, job: StripeCharge) -> Result<(), Redeliver> {
 
     // 2. The pooled connection goes back before the Stripe calls, which can take seconds.
     let taken_at = Instant::now();
-    let claimed = {
-        let mut conn = ctx.db.get().await.map_err(db_err)?;
-        let claim = change::claim(&mut conn, id, &ctx.owner, ctx.lease)
-            .instrument(tracing::info_span!("claim"));
-        match claim.await.map_err(db_err)? {
-            Ok(row) => row,
-            Err(why) => return not_claimed(why),
-        }
+    let claim = ctx
+        .batches
+        .claim(id)
+        .instrument(tracing::info_span!("claim"));
+    let claimed = match claim.await.map_err(db_err)? {
+        Ok(row) => row,
+        Err(why) => return not_claimed(why),
     };
     let mut lease = Lease::taken(&ctx.db, id, &ctx.owner, ctx.lease, taken_at);
 
@@ -179,20 +181,17 @@ async fn record(
     id: uuid::Uuid,
     outcome: &Outcome,
 ) -> Result<Option<Transaction>, Redeliver> {
-    async {
-        let mut conn = ctx.db.get().await.map_err(db_err)?;
-        change::record(&mut conn, id, &ctx.owner, outcome)
-            .await
-            .map_err(db_err)
-    }
-    .instrument(tracing::info_span!("record", outcome = outcome.name()))
-    .await
+    ctx.batches
+        .write(id, Write::Record(outcome.clone()))
+        .instrument(tracing::info_span!("record", outcome = outcome.name()))
+        .await
+        .map(|c| c.and_then(change::Change::applied_row))
+        .map_err(db_err)
 }
 
 async fn canceled(ctx: &ChargeContext, txn: &Transaction) -> Result<(), Redeliver> {
-    let mut conn = ctx.db.get().await.map_err(db_err)?;
-    let done = Transition::Canceled { owner: &ctx.owner };
-    change::change(&mut conn, txn.id, done)
+    ctx.batches
+        .write(txn.id, Write::Canceled)
         .await
         .map_err(db_err)?;
     tracing::info!(
@@ -227,6 +226,7 @@ fn not_claimed(why: NotClaimed) -> Result<(), Redeliver> {
 async fn decide(ctx: &ChargeContext, txn: &Transaction, step: Step, lease: &mut Lease) -> Verdict {
     let stripe = &ctx.stripe;
     let was_unknown = txn.outcome_unknown_since.is_some();
+    let priority = policy::priority(step);
     let Some(stripe_id) = txn.stripe_id.clone() else {
         return match step {
             Step::Create => create_and_confirm(ctx, txn, lease).await,
@@ -236,12 +236,18 @@ async fn decide(ctx: &ChargeContext, txn: &Transaction, step: Step, lease: &mut 
         };
     };
     match step {
-        Step::Create | Step::Inspect => match read(stripe, &stripe_id, was_unknown, lease).await {
-            Verdict::AwaitingConfirm { stripe_id } => confirm(ctx, txn, &stripe_id, lease).await,
-            v => v,
-        },
-        Step::Resolve | Step::Recheck => read(stripe, &stripe_id, was_unknown, lease).await,
-        Step::GiveUp => match read(stripe, &stripe_id, was_unknown, lease).await {
+        Step::Create | Step::Inspect => {
+            match read(stripe, &stripe_id, was_unknown, priority, lease).await {
+                Verdict::AwaitingConfirm { stripe_id } => {
+                    confirm(ctx, txn, &stripe_id, lease).await
+                }
+                v => v,
+            }
+        }
+        Step::Resolve | Step::Recheck => {
+            read(stripe, &stripe_id, was_unknown, priority, lease).await
+        }
+        Step::GiveUp => match read(stripe, &stripe_id, was_unknown, priority, lease).await {
             // Every confirm was refused before it ran: not charged; cancel the intent.
             Verdict::AwaitingConfirm { stripe_id } => Verdict::Declined {
                 stripe_id: Some(stripe_id),
@@ -255,7 +261,7 @@ async fn decide(ctx: &ChargeContext, txn: &Transaction, step: Step, lease: &mut 
             let answer = stripe.cancel(txn, &stripe_id, abandoned, lease).await;
             match policy::classify(Call::Cancel, answer, false) {
                 // "Already succeeded" or "already canceled": the intent says which.
-                Verdict::ReadBack => read(stripe, &stripe_id, was_unknown, lease).await,
+                Verdict::ReadBack => read(stripe, &stripe_id, was_unknown, priority, lease).await,
                 v => v,
             }
         }
@@ -263,8 +269,14 @@ async fn decide(ctx: &ChargeContext, txn: &Transaction, step: Step, lease: &mut 
 }
 
 /// Reads the intent back (a consistent read) and says what it means.
-async fn read(stripe: &Stripe, stripe_id: &str, was_unknown: bool, lease: &mut Lease) -> Verdict {
-    let answer = stripe.retrieve(stripe_id, Some(lease)).await;
+async fn read(
+    stripe: &Stripe,
+    stripe_id: &str,
+    was_unknown: bool,
+    priority: Priority,
+    lease: &mut Lease,
+) -> Verdict {
+    let answer = stripe.retrieve(stripe_id, priority, Some(lease)).await;
     policy::classify(Call::Retrieve, answer, was_unknown)
 }
 
@@ -274,18 +286,11 @@ async fn create_and_confirm(ctx: &ChargeContext, txn: &Transaction, lease: &mut 
         Ok(facts) => facts,
         Err(e) => return policy::classify(Call::Create, Err(e), false),
     };
-    let stored = async {
-        let mut conn = ctx.db.get().await.map_err(|e| e.to_string())?;
-        let store = Transition::IntentCreated {
-            owner: &ctx.owner,
-            stripe_id: &created.id,
-            client_secret: created.client_secret.as_deref(),
-        };
-        change::change(&mut conn, txn.id, store)
-            .await
-            .map_err(|e| e.to_string())
+    let store = Write::IntentCreated {
+        stripe_id: created.id.clone(),
+        client_secret: created.client_secret.clone(),
     };
-    match stored.await {
+    match ctx.batches.write(txn.id, store).await {
         // The id stored (an earlier one, if another create under an expired key made this one).
         Ok(Some(c)) if c.applied => match c.row.stripe_id {
             Some(id) => confirm(ctx, txn, &id, lease).await,
@@ -306,14 +311,16 @@ async fn confirm(
     let answer = ctx.stripe.confirm(txn, stripe_id, lease).await;
     match policy::classify(Call::Confirm, answer, txn.outcome_unknown_since.is_some()) {
         // Refused for the intent's state: the intent says what happened.
-        Verdict::ReadBack => match read(&ctx.stripe, stripe_id, true, lease).await {
-            Verdict::AwaitingConfirm { stripe_id } => Verdict::Declined {
-                stripe_id: Some(stripe_id),
-                error: intent::invalid_request(),
-                intent: IntentAfter::Cancel,
-            },
-            v => v,
-        },
+        Verdict::ReadBack => {
+            match read(&ctx.stripe, stripe_id, true, Priority::Customer, lease).await {
+                Verdict::AwaitingConfirm { stripe_id } => Verdict::Declined {
+                    stripe_id: Some(stripe_id),
+                    error: intent::invalid_request(),
+                    intent: IntentAfter::Cancel,
+                },
+                v => v,
+            }
+        }
         v => v,
     }
 }

@@ -26,6 +26,7 @@ use shared::settings::RetrySettings;
 use shared::state_machine::TxState;
 use shared::state_machine::outcome::IntentAfter;
 
+use crate::stripe::Priority;
 use crate::stripe::http::{CallError, ErrorObject};
 
 mod schedule;
@@ -122,6 +123,17 @@ pub enum Step {
     /// Every attempt spent without a definite answer: read the intent if we hold one; a
     /// payment never confirmed was not charged.
     GiveUp,
+}
+
+/// Whose work a step is under Stripe's rate limit: a new payment's charge (a first or a
+/// retried attempt) and reading back a confirm whose answer was lost are what customers wait
+/// on; re-checking a 3-D Secure that the customer has not finished, canceling an intent and
+/// giving up are background work, which waits while customers use the budget.
+pub fn priority(step: Step) -> Priority {
+    match step {
+        Step::Create | Step::Inspect | Step::Resolve => Priority::Customer,
+        Step::Recheck | Step::Abandon | Step::Cancel | Step::GiveUp => Priority::Background,
+    }
 }
 
 pub fn first_step(

@@ -35,7 +35,8 @@ use stripe_types::{RangeBoundsTs, RangeQueryTs};
 
 use self::breaker::Breaker;
 use self::http::{CallError, ErrorObject, HttpClient};
-use self::ratelimit::{Priority, RateLimiter};
+pub use self::ratelimit::Priority;
+use self::ratelimit::RateLimiter;
 use crate::lease::Lease;
 use crate::policy::{self, Call};
 
@@ -90,13 +91,10 @@ impl Stripe {
     async fn call<T>(
         &self,
         kind: Call,
+        priority: Priority,
         lease: Option<&mut Lease>,
         send: impl std::future::Future<Output = Result<T, CallError>>,
     ) -> Result<T, CallError> {
-        let priority = match kind {
-            Call::List => Priority::Background,
-            _ => Priority::Customer,
-        };
         self.limiter.acquire(priority).await;
         if let Some(lease) = lease {
             lease
@@ -157,7 +155,12 @@ impl Stripe {
             .customize()
             .request_strategy(key(txn, "")?);
         let answer = self
-            .call(Call::Create, Some(lease), request.send(&self.client))
+            .call(
+                Call::Create,
+                Priority::Customer,
+                Some(lease),
+                request.send(&self.client),
+            )
             .await;
         answer.map(facts)
     }
@@ -171,21 +174,32 @@ impl Stripe {
             .customize()
             .request_strategy(key(txn, ":confirm")?);
         let answer = self
-            .call(Call::Confirm, Some(lease), request.send(&self.client))
+            .call(
+                Call::Confirm,
+                Priority::Customer,
+                Some(lease),
+                request.send(&self.client),
+            )
             .await;
         answer.map(facts)
     }
 
-    /// Reads the intent back: a consistent read.
-    pub async fn retrieve(&self, stripe_id: &str, lease: Option<&mut Lease>) -> Answer {
+    /// Reads the intent back: a consistent read, with the priority of the work it is for.
+    pub async fn retrieve(
+        &self,
+        stripe_id: &str,
+        priority: Priority,
+        lease: Option<&mut Lease>,
+    ) -> Answer {
         let request = RetrievePaymentIntent::new(stripe_id).customize();
         let answer = self
-            .call(Call::Retrieve, lease, request.send(&self.client))
+            .call(Call::Retrieve, priority, lease, request.send(&self.client))
             .await;
         answer.map(facts)
     }
 
-    /// Cancels the intent, so nobody can confirm (charge) it later.
+    /// Cancels the intent, so nobody can confirm (charge) it later. Background work: no customer
+    /// waits on it.
     pub async fn cancel(
         &self,
         txn: &Transaction,
@@ -203,7 +217,12 @@ impl Stripe {
             .customize()
             .request_strategy(key(txn, ":cancel")?);
         let answer = self
-            .call(Call::Cancel, Some(lease), request.send(&self.client))
+            .call(
+                Call::Cancel,
+                Priority::Background,
+                Some(lease),
+                request.send(&self.client),
+            )
             .await;
         answer.map(facts)
     }
@@ -229,7 +248,12 @@ impl Stripe {
             request = request.starting_after(after);
         }
         let page = self
-            .call(Call::List, None, request.customize().send(&self.client))
+            .call(
+                Call::List,
+                Priority::Background,
+                None,
+                request.customize().send(&self.client),
+            )
             .await?;
         Ok((page.data.into_iter().map(facts).collect(), page.has_more))
     }

@@ -4,27 +4,56 @@
 //! where a fixed window let twice the budget through across a window's edge (Stripe answers
 //! that with 429s).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::RngExt;
+use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use shared::ratelimit::{Decision, SlidingWindow};
 
-/// Whose call it is. Customer-facing calls (a charge, its confirm, a 3-D Secure re-check, a
-/// cancel) may use the whole budget; background work (the reconciler's lists) takes a place
-/// only while the last second holds under half of it, so it yields when customers need it.
+/// Whose call it is. What customers wait on (a new payment's create and confirm, a retried
+/// attempt, reading back a confirm whose answer was lost) may use the whole budget; background
+/// work (3-D Secure re-checks, cancels of failed payments' intents, the reconciler) takes a
+/// place only while no customer's call waits for one, in any worker process, and the last
+/// second holds under half the budget. So while new payments use the budget, background work
+/// waits, and it drains once they leave room (`crate::policy::priority` says which step is
+/// which).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Priority {
     Customer,
     Background,
 }
 
+/// How long a customer's wait keeps background work out after it was last seen: the window's
+/// length, so a queue of customers' calls holds the whole budget.
+const DEMAND_TTL: Duration = Duration::from_secs(1);
+/// How often waiting background work looks again.
+const BACKGROUND_RECHECK: Duration = Duration::from_millis(50);
+
 #[derive(Clone)]
 pub struct RateLimiter {
     conn: ConnectionManager,
     key: String,
+    /// Set (with [`DEMAND_TTL`]) while customers' calls queue for a place.
+    demand_key: String,
     per_second: u64,
     window: SlidingWindow,
+    /// One waiter per priority asks Redis at a time; the others queue here, first come first
+    /// served (a fair lock), instead of all asking Redis again whenever a place opens.
+    turns: Arc<[tokio::sync::Mutex<()>; 2]>,
+    /// Customers' calls in this process waiting for a place.
+    customers_waiting: Arc<AtomicUsize>,
+}
+
+/// Counts a waiting customer's call while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl RateLimiter {
@@ -32,31 +61,59 @@ impl RateLimiter {
         Self {
             conn,
             key: format!("{namespace}:stripe_rate"),
+            demand_key: format!("{namespace}:stripe_rate:customers_waiting"),
             per_second,
             window: SlidingWindow {
                 window: Duration::from_secs(1),
             },
+            turns: Arc::new([tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())]),
+            customers_waiting: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// Waits for a place. `per_second == 0` disables the limit. If Redis cannot be asked, the
-    /// call goes ahead: Stripe's own 429 (which we honour) is the backstop, and a payment must
-    /// not stall on the limiter's own storage.
+    /// Waits for a place, however long that takes (a call never goes over the budget to end a
+    /// wait: Stripe would refuse it). `per_second == 0` disables the limit. If Redis cannot be
+    /// asked, the call goes ahead: Stripe's own 429 (which we honour) is the backstop, and a
+    /// payment must not stall on the limiter's own storage.
     pub async fn acquire(&self, priority: Priority) {
         if self.per_second == 0 {
             return;
         }
-        let limit = match priority {
-            Priority::Customer => self.per_second,
-            Priority::Background => (self.per_second / 2).max(1),
+        let (limit, turn) = match priority {
+            Priority::Customer => (self.per_second, &self.turns[0]),
+            Priority::Background => ((self.per_second / 2).max(1), &self.turns[1]),
         };
-        for _ in 0..600 {
-            let mut conn = self.conn.clone();
+        let _waiting = (priority == Priority::Customer).then(|| {
+            self.customers_waiting.fetch_add(1, Ordering::SeqCst);
+            Waiting(&self.customers_waiting)
+        });
+        let _turn = turn.lock().await;
+        let mut conn = self.conn.clone();
+        loop {
+            if priority == Priority::Background {
+                match conn.exists::<_, bool>(&self.demand_key).await {
+                    Ok(true) => {
+                        tokio::time::sleep(BACKGROUND_RECHECK).await;
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rate limiter unavailable; calling Stripe anyway");
+                        return;
+                    }
+                }
+            } else if self.customers_waiting.load(Ordering::SeqCst) > 1 {
+                // Others queue behind this one: the budget is the customers'.
+                self.mark_demand(&mut conn).await;
+            }
             match self.window.take(&mut conn, &self.key, limit).await {
                 Ok(Decision::Allowed) => return,
                 Ok(Decision::Wait(wait)) => {
-                    // Callers woken by the same departure would all retry at once; a few ms
-                    // of jitter spreads them.
+                    if priority == Priority::Customer {
+                        self.mark_demand(&mut conn).await;
+                    }
+                    // Other processes' waiters are woken by the same departure; a few ms of
+                    // jitter spreads them.
                     let jitter = Duration::from_millis(rand::rng().random_range(0..10));
                     tokio::time::sleep(wait + jitter).await;
                 }
@@ -65,6 +122,20 @@ impl RateLimiter {
                     return;
                 }
             }
+        }
+    }
+
+    async fn mark_demand(&self, conn: &mut ConnectionManager) {
+        let ttl = DEMAND_TTL.as_millis() as u64;
+        let marked: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(&self.demand_key)
+            .arg(1)
+            .arg("PX")
+            .arg(ttl)
+            .query_async(conn)
+            .await;
+        if let Err(e) = marked {
+            tracing::debug!(error = %e, "cannot mark customers' demand");
         }
     }
 }
