@@ -1,8 +1,9 @@
 //! Live status from the event log: which payments changed, told by Postgres.
 //!
-//! Every event row commits with a `NOTIFY payment_events, '<transaction id>'` (a trigger, see
-//! the checkout-sessions migration), from whichever process made the change: a worker, this
-//! api or another one. Each api process keeps one connection of its own that `LISTEN`s
+//! Every event row a page waits for (not `payment.pending` nor `payment.processing`) commits with
+//! a `NOTIFY payment_events, '<transaction id>'` (a trigger, see the checkout-sessions migration
+//! and `2026-12-02-000007_notify_what_pages_wait_for`), from whichever process made the change:
+//! a worker, this api or another one. Each api process keeps one connection of its own that `LISTEN`s
 //! ([`spawn_listener`]): not from the pool, and on `DATABASE_DIRECT_URL`, since a
 //! transaction-mode pooler cannot hold a `LISTEN`. The [`Hub`] fans each notification out in
 //! memory to the event streams following that payment, so an open checkout page costs no query

@@ -41,6 +41,16 @@ impl Errors {
             + self.not_sent
     }
 
+    fn merge(&mut self, other: &Errors) {
+        for (code, n) in &other.status {
+            *self.status.entry(*code).or_default() += n;
+        }
+        self.transport += other.transport;
+        self.timeout += other.timeout;
+        self.body += other.body;
+        self.not_sent += other.not_sent;
+    }
+
     fn add(&mut self, e: RequestError) {
         match e {
             RequestError::Status(code) => *self.status.entry(code).or_default() += 1,
@@ -106,8 +116,26 @@ fn classify(e: &reqwest::Error) -> RequestError {
 
 /// `POST /transactions` with a fresh `Idempotency-Key`; the new transaction's id.
 async fn post(client: &reqwest::Client, api_url: &str, key: &str) -> Result<Uuid, RequestError> {
-    let body =
-        json!({"price": "basic", "email": "bench@example.com", "payment_method": "pm_card_visa"});
+    post_card(client, api_url, key, "pm_card_visa").await
+}
+
+/// [`post`] paying with the test card `card`; `None` if it was not accepted.
+pub async fn post_with(
+    client: &reqwest::Client,
+    api_url: &str,
+    key: &str,
+    card: &str,
+) -> Option<Uuid> {
+    post_card(client, api_url, key, card).await.ok()
+}
+
+async fn post_card(
+    client: &reqwest::Client,
+    api_url: &str,
+    key: &str,
+    card: &str,
+) -> Result<Uuid, RequestError> {
+    let body = json!({"price": "basic", "email": "bench@example.com", "payment_method": card});
     let res = client
         .post(format!("{api_url}/transactions"))
         .header("idempotency-key", key)
@@ -337,4 +365,48 @@ pub async fn open_loop(
         created: rec.created,
         elapsed,
     }
+}
+
+/// POSTs for `run_for` as fast as `connections` loops go (closed loop: each sends its next
+/// request when the last one answered), as a burst of customers would.
+pub async fn closed_loop(
+    client: &reqwest::Client,
+    api_url: &str,
+    connections: usize,
+    run_for: Duration,
+) -> OpenLoopRun {
+    let run = Uuid::new_v4().simple().to_string();
+    let start = Instant::now();
+    let until = start + run_for;
+    let loops: Vec<_> = (0..connections)
+        .map(|c| {
+            let (client, api_url, run) = (client.clone(), api_url.to_owned(), run.clone());
+            tokio::spawn(async move {
+                let mut rec = Recorder::default();
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    n += 1;
+                    let sent = Instant::now();
+                    match post(&client, &api_url, &format!("burst-{run}-{c}-{n}")).await {
+                        Ok(id) => {
+                            rec.latencies.push(sent.elapsed());
+                            rec.created.push(id);
+                        }
+                        Err(e) => rec.errors.add(e),
+                    }
+                }
+                (n, rec)
+            })
+        })
+        .collect();
+    let mut out = OpenLoopRun::default();
+    for h in loops {
+        let Ok((n, mut rec)) = h.await else { continue };
+        out.offered += n;
+        out.latencies.append(&mut rec.latencies);
+        out.created.append(&mut rec.created);
+        out.errors.merge(&rec.errors);
+    }
+    out.elapsed = start.elapsed();
+    out
 }

@@ -68,6 +68,113 @@ pub struct Results {
     /// competing for the cores (diagnostic).
     pub post_alone: Option<Step>,
     pub time_to_final: TimeToFinal,
+    /// POST at 1,000/s, [`REPEATS`] runs in a row: the target is their median p99.
+    pub repeats: Vec<Step>,
+    /// The same rate from `hey`, an ordinary load generator: `-c 10 -q 100` and `-c 50 -q 20`.
+    pub hey: Vec<HeyRun>,
+}
+
+/// The median p99 of `runs` (the middle one of an odd count).
+pub fn median_p99(runs: &[Step]) -> Option<Duration> {
+    let mut p99s: Vec<Duration> = runs.iter().map(|s| s.latency.p99).collect();
+    p99s.sort_unstable();
+    p99s.get(p99s.len() / 2).copied()
+}
+
+/// Consecutive runs at 1,000/s whose median p99 the target takes.
+pub const REPEATS: usize = 5;
+
+/// One `hey` run against `POST /transactions`.
+#[derive(Clone, Debug)]
+pub struct HeyRun {
+    pub connections: u32,
+    pub per_connection: u32,
+    /// What hey reported, or why it could not run.
+    pub outcome: Result<HeyReport, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeyReport {
+    pub requests_per_sec: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub slowest: Duration,
+    /// Responses by status code.
+    pub statuses: Vec<(u16, u64)>,
+}
+
+impl HeyReport {
+    pub fn non_202(&self) -> u64 {
+        self.statuses
+            .iter()
+            .filter(|(c, _)| *c != 202)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Reads hey's summary: `Requests/sec:`, `Slowest:`, the `50%` and `99%` lines of the latency
+/// distribution and the status code distribution (`[202]\t5000 responses`).
+pub fn parse_hey(out: &str) -> Option<HeyReport> {
+    let secs = |l: &str| -> Option<Duration> {
+        let n: f64 = l.split_whitespace().find_map(|w| w.parse().ok())?;
+        Some(Duration::from_secs_f64(n))
+    };
+    let mut r = HeyReport::default();
+    let mut in_status = false;
+    for line in out.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("Requests/sec:") {
+            r.requests_per_sec = rest.trim().parse().ok()?;
+        } else if let Some(rest) = t.strip_prefix("Slowest:") {
+            r.slowest = secs(rest)?;
+        } else if let Some(rest) = t.strip_prefix("50% in") {
+            r.p50 = secs(rest)?;
+        } else if let Some(rest) = t.strip_prefix("99% in") {
+            r.p99 = secs(rest)?;
+        } else if t.starts_with("Status code distribution") {
+            in_status = true;
+        } else if in_status && t.starts_with('[') {
+            let code = t.get(1..4)?.parse().ok()?;
+            let n = t[5..].split_whitespace().next()?.parse().ok()?;
+            r.statuses.push((code, n));
+        } else if in_status && !t.is_empty() {
+            in_status = false;
+        }
+    }
+    (r.requests_per_sec > 0.0 && !r.statuses.is_empty()).then_some(r)
+}
+
+/// `hey -z <secs> -c <connections> -q <per connection>` POSTing a payment (no Idempotency-Key:
+/// each request is a new payment). Debian's package; `scripts/bench.sh` installs it.
+async fn hey(api_url: &str, connections: u32, per_connection: u32, run_for: Duration) -> HeyRun {
+    let body = r#"{"price":"basic","email":"bench@example.com","payment_method":"pm_card_visa"}"#;
+    let out = tokio::process::Command::new("hey")
+        .arg("-z")
+        .arg(format!("{}s", run_for.as_secs().max(1)))
+        .arg("-c")
+        .arg(connections.to_string())
+        .arg("-q")
+        .arg(per_connection.to_string())
+        .args(["-m", "POST", "-T", "application/json", "-d", body])
+        .arg(format!("{api_url}/transactions"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    let outcome = match out {
+        Err(e) => Err(format!("hey did not run ({e}); `apt-get install hey`")),
+        Ok(o) if !o.status.success() => Err(format!(
+            "hey failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Ok(o) => parse_hey(&String::from_utf8_lossy(&o.stdout))
+            .ok_or_else(|| "hey's output had no summary".to_owned()),
+    };
+    HeyRun {
+        connections,
+        per_connection,
+        outcome,
+    }
 }
 
 impl Results {
@@ -104,6 +211,27 @@ async fn measure(bench: &Bench, stack: &mut Stack) -> anyhow::Result<Results> {
     };
     let time_to_final = time_to_final(&ctx, &mut conn).await?;
     let mut ids: Vec<Uuid> = Vec::new();
+    let mut repeats = Vec::new();
+    for _ in 0..REPEATS {
+        repeats.push(step(&ctx, &mut conn, Request::Post, 1000.0, &mut ids).await?);
+    }
+    let mut hey_runs = Vec::new();
+    for (c, q) in [(10, 100), (50, 20)] {
+        pg::drain(&mut conn, bench.timing.drain).await?;
+        let run = hey(&stack.api_url, c, q, bench.timing.step).await;
+        bench.progress(&match &run.outcome {
+            Ok(r) => format!(
+                "hey -c {c} -q {q}: {:.0}/s, p50 {} p99 {} slowest {} ms, non-202 {}",
+                r.requests_per_sec,
+                crate::stats::ms(r.p50),
+                crate::stats::ms(r.p99),
+                crate::stats::ms(r.slowest),
+                r.non_202()
+            ),
+            Err(e) => format!("hey -c {c} -q {q}: {e}"),
+        });
+        hey_runs.push(run);
+    }
     let post = ramp(&ctx, &mut conn, Request::Post, &mut ids).await?;
     let get_ids = Request::Get(Arc::new(ids.clone()));
     let get = ramp(&ctx, &mut conn, get_ids, &mut ids).await?;
@@ -124,6 +252,8 @@ async fn measure(bench: &Bench, stack: &mut Stack) -> anyhow::Result<Results> {
             ..post_alone
         }),
         time_to_final,
+        repeats,
+        hey: hey_runs,
     })
 }
 
@@ -240,4 +370,39 @@ async fn time_to_final(ctx: &Ctx<'_>, conn: &mut AsyncPgConnection) -> anyhow::R
         t.post_errors
     ));
     Ok(t)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_heys_summary() {
+        let out = "
+Summary:
+  Total:	5.0104 secs
+  Slowest:	0.0412 secs
+  Fastest:	0.0011 secs
+  Average:	0.0023 secs
+  Requests/sec:	998.1234
+
+Latency distribution:
+  10% in 0.0015 secs
+  50% in 0.0020 secs
+  99% in 0.0091 secs
+
+Status code distribution:
+  [202]	4990 responses
+  [503]	10 responses
+";
+        let r = parse_hey(out).unwrap();
+        assert_eq!(r.requests_per_sec, 998.1234);
+        assert_eq!(r.p50, Duration::from_secs_f64(0.0020));
+        assert_eq!(r.p99, Duration::from_secs_f64(0.0091));
+        assert_eq!(r.slowest, Duration::from_secs_f64(0.0412));
+        assert_eq!(r.statuses, vec![(202, 4990), (503, 10)]);
+        assert_eq!(r.non_202(), 10);
+        assert_eq!(parse_hey("Error: connection refused"), None);
+    }
 }

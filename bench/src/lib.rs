@@ -4,8 +4,12 @@
 //! - [`ceiling`]: payments/s Postgres alone allows for the statements one payment costs; jobs/s
 //!   through the Redis queue.
 //! - [`e2e`]: payments/s from POST to `complete` through api, workers and stripe-sim, at
-//!   stripe-sim latency 0 and 250 ms, `WORKER_CONCURRENCY` 10/100/1,000, one and two workers.
-//! - [`latency`]: POST and GET latency at fixed offered rates (open loop); time to `complete`.
+//!   stripe-sim latency 0 and 250 ms, one and two workers, up to 1,000 charges in flight each.
+//! - [`latency`]: POST and GET latency at fixed offered rates (open loop), five runs at 1,000/s
+//!   and `hey` beside them; time to `complete`.
+//! - [`burst`]: to the last payment: a burst of POSTs, then until every payment is final;
+//!   pgbench's ceiling for the naive three statements; CPU per payment.
+//! - [`limit`]: at Stripe's real rate limit, new payments beside a backlog of background work.
 //! - [`streams`]: what 1,000 open checkout pages (event streams) cost Postgres and the api.
 //! - [`soak`]: `make soak`, a steady rate for half an hour: what grows.
 //! - [`http`]: the load generators; [`pg`]: what is counted in Postgres; [`probe`] and
@@ -17,11 +21,13 @@
 //! Every deployment gets its own database and Redis namespace (via [`tools::stack`]), removed
 //! after its run, and also when the run is interrupted ([`Bench::cleanup_leftovers`]).
 
+pub mod burst;
 pub mod ceiling;
 pub mod chart;
 pub mod e2e;
 pub mod http;
 pub mod latency;
+pub mod limit;
 pub mod machine;
 pub mod markdown;
 pub mod pg;
@@ -88,6 +94,8 @@ pub struct Phases {
     pub e2e: bool,
     pub latency: bool,
     pub streams: bool,
+    pub burst: bool,
+    pub limit: bool,
 }
 
 pub struct Options {
@@ -103,21 +111,23 @@ pub struct Options {
 /// Concurrent loops (and pool size) of the ceiling measurement.
 pub const CEILING_TASKS: usize = 32;
 
-/// The end-to-end grid.
+/// The end-to-end grid: one and two workers at sim latency 0, and the latency-bound runs at
+/// 250 ms (what 1,000 charges in flight sustain, and the worker's memory with them).
 pub fn e2e_grid() -> Vec<e2e::Config> {
-    let mut grid = Vec::new();
-    for sim_latency_ms in [0, 250] {
-        for workers in [1, 2] {
-            for concurrency in [10, 100, 1000] {
-                grid.push(e2e::Config {
-                    sim_latency_ms,
-                    workers,
-                    concurrency,
-                });
-            }
-        }
-    }
-    grid
+    [
+        (0, 1, 100),
+        (0, 1, 1000),
+        (0, 2, 1000),
+        (250, 1, 1000),
+        (250, 2, 1000),
+    ]
+    .into_iter()
+    .map(|(sim_latency_ms, workers, concurrency)| e2e::Config {
+        sim_latency_ms,
+        workers,
+        concurrency,
+    })
+    .collect()
 }
 
 /// Deployments started and not yet torn down: what an interrupted run must remove.
@@ -141,6 +151,8 @@ pub struct Results {
     pub e2e: Vec<(e2e::Config, e2e::Throughput)>,
     pub latency: Option<latency::Results>,
     pub streams: Option<streams::Streams>,
+    pub burst: Option<burst::Bursts>,
+    pub at_limit: Option<limit::AtLimit>,
 }
 
 impl Results {
@@ -298,8 +310,14 @@ impl Bench {
                 results.e2e.push((cfg, t));
             }
         }
+        if p.burst {
+            results.burst = Some(burst::run(self).await?);
+        }
         if p.latency {
             results.latency = Some(latency::run(self).await?);
+        }
+        if p.limit {
+            results.at_limit = Some(limit::run(self).await?);
         }
         if p.streams {
             results.streams = Some(streams::run(self).await?);

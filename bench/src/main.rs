@@ -1,7 +1,7 @@
 //! `make bench`: measures throughput and latency against this machine's limits and writes
 //! `bench/results.md` and `bench/results.svg` (see the `bench` library).
 //!
-//! Flags (`bench --help`): `--quick`, `--out-dir DIR`, `--only ceiling,e2e,latency,streams`,
+//! Flags (`bench --help`): `--quick`, `--out-dir DIR`, `--only ceiling,e2e,latency,streams,burst,limit`,
 //! `--configs lat0-w1-c100,...`. Needs the release binaries next to it.
 
 use std::path::PathBuf;
@@ -53,6 +53,8 @@ enum Part {
     E2e,
     Latency,
     Streams,
+    Burst,
+    Limit,
 }
 
 fn options(cli: &Cli) -> (Options, PathBuf) {
@@ -62,6 +64,8 @@ fn options(cli: &Cli) -> (Options, PathBuf) {
         e2e: has(Part::E2e),
         latency: has(Part::Latency),
         streams: has(Part::Streams),
+        burst: has(Part::Burst),
+        limit: has(Part::Limit),
     };
     let out_dir = cli.out_dir.clone().unwrap_or_else(|| {
         PathBuf::from(if cli.quick {

@@ -120,3 +120,36 @@ pub async fn time_to_complete(
         .map(|r| Duration::from_secs_f64(r.s.max(0.0)))
         .collect())
 }
+
+/// When the last change of any payment happened (Unix seconds): the end of a burst's work.
+pub async fn last_update(conn: &mut AsyncPgConnection) -> anyhow::Result<f64> {
+    let row: Seconds = diesel::sql_query(
+        "SELECT COALESCE(extract(epoch FROM max(updated_at)), 0)::float8 AS s FROM transactions",
+    )
+    .get_result(conn)
+    .await?;
+    Ok(row.s)
+}
+
+/// Waits until every one of `ids` is final (`complete` or `failed`), or `within` passes;
+/// returns how many are not.
+pub async fn drain_ids(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    within: Duration,
+) -> anyhow::Result<i64> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let row: Count = diesel::sql_query(
+            "SELECT count(*) AS n FROM transactions \
+             WHERE id = ANY($1) AND state NOT IN ('complete', 'failed')",
+        )
+        .bind::<Array<SqlUuid>, _>(ids)
+        .get_result(conn)
+        .await?;
+        if row.n == 0 || std::time::Instant::now() >= deadline {
+            return Ok(row.n);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -50,6 +50,8 @@ pub fn markdown(bench: &Bench, m: &Machine, r: &Results, elapsed_secs: f64) -> S
     ceiling_section(&mut out, r);
     e2e_section(&mut out, r);
     latency_section(&mut out, r);
+    burst_section(&mut out, r);
+    limit_section(&mut out, r);
     cost_section(&mut out, r);
     streams_section(&mut out, r);
     crate::targets::section(&mut out, m, r);
@@ -269,6 +271,7 @@ fn latency_section(out: &mut String, r: &Results) {
         best(&l.post),
         best(&l.get)
     );
+    repeats_section(out, l);
     let f = &l.time_to_final;
     let _ = writeln!(out, "## 4. Time to final state\n");
     header(
@@ -301,6 +304,233 @@ fn latency_section(out: &mut String, r: &Results) {
          1 worker × {}, sim latency 0.\n",
         latency::WORKER_CONCURRENCY
     );
+}
+
+/// The five runs at 1,000/s in a row, and hey's at the same rate.
+fn repeats_section(out: &mut String, l: &latency::Results) {
+    if l.repeats.is_empty() && l.hey.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "### POST at 1,000/s: {} runs in a row, and `hey`\n",
+        l.repeats.len()
+    );
+    header(
+        out,
+        &[
+            "generator",
+            "run",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "errors",
+            "CPU (cores busy)",
+        ],
+    );
+    for (i, s) in l.repeats.iter().enumerate() {
+        row(
+            out,
+            &[
+                "bench, open loop".into(),
+                (i + 1).to_string(),
+                ms(s.latency.p50),
+                ms(s.latency.p99),
+                ms(s.latency.max),
+                s.errors.to_string(),
+                s.cpu.describe(),
+            ],
+        );
+    }
+    for h in &l.hey {
+        let what = format!("`hey -c {} -q {}`", h.connections, h.per_connection);
+        match &h.outcome {
+            Ok(r) => row(
+                out,
+                &[
+                    what,
+                    format!("{:.0}/s", r.requests_per_sec),
+                    ms(r.p50),
+                    ms(r.p99),
+                    ms(r.slowest),
+                    format!("{} not 202", r.non_202()),
+                    "-".into(),
+                ],
+            ),
+            Err(e) => row(
+                out,
+                &[
+                    what,
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    e.clone(),
+                    "-".into(),
+                ],
+            ),
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nMedian p99 of the bench's runs: {} ms. hey paces each of its connections (`-q` \
+         requests/s each) and times from its own send, so `-c 50 -q 20` sends bursts of 50 at \
+         once; it sends no `Idempotency-Key`, so each of its requests is a new payment too.\n",
+        latency::median_p99(&l.repeats).map_or("-".into(), ms)
+    );
+}
+
+fn burst_section(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "## To the last payment\n");
+    let Some(b) = &r.burst else {
+        let _ = writeln!(out, "Not run.\n");
+        return;
+    };
+    header(
+        out,
+        &[
+            "worker writes",
+            "accepted",
+            "to the last final",
+            "payments/s to the last",
+            "÷ pgbench naive",
+            "windowed payments/s",
+            "time to final p50 / p99 / p99.9 / max ms",
+            "not final",
+            "POST errors",
+            "CPU ms / payment (api + worker + Postgres + Redis)",
+            "CPU (cores busy)",
+        ],
+    );
+    for run in &b.runs {
+        let c = &run.cpu;
+        let per = |x: f64| x * 1000.0 / run.accepted.max(1) as f64;
+        row(
+            out,
+            &[
+                crate::burst::label(run).into(),
+                run.accepted.to_string(),
+                format!("{:.1} s", run.to_last.as_secs_f64()),
+                format!("**{:.0}**", run.per_sec()),
+                b.naive_ceiling.map_or("-".into(), |n| {
+                    format!("{:.2}×", run.per_sec() / n.max(1.0))
+                }),
+                format!("{:.0}", run.windowed_per_sec),
+                format!(
+                    "{} / {} / {} / {}",
+                    ms(run.time_to_final.p50),
+                    ms(run.time_to_final.p99),
+                    ms(run.p999),
+                    ms(run.time_to_final.max)
+                ),
+                run.not_final.to_string(),
+                run.post_errors.to_string(),
+                format!(
+                    "**{:.3}**: api {:.3}, worker {:.3}, Postgres {:.3}, Redis {:.3}",
+                    run.cpu_ms_per_payment(),
+                    per(c.api),
+                    per(c.workers),
+                    per(c.postgres),
+                    per(c.redis)
+                ),
+                c.describe(),
+            ],
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nPOSTs for {:.0} s (write by write: half that) as fast as {} connections go (closed loop), 1 worker × {}, sim \
+         latency 0; then until every accepted payment is final. Payments/s to the last is \
+         accepted ÷ (first POST to the last payment's final `updated_at`). pgbench, the naive \
+         three statements (an insert and two updates by primary key, each its own commit, 32 \
+         clients, prepared) in the same run: **{}**; the bench's own ceiling (section 1): {:.0}/s. \
+         CPU is utime + stime from /proc of the api, the worker, the Postgres backends serving \
+         the run's database and redis-server, from the first POST to the last final state, \
+         divided by the payments accepted (stripe-sim and the generator excluded).\n",
+        r.burst
+            .as_ref()
+            .and_then(|b| b.deployed())
+            .map_or(0.0, |b| b.posting.as_secs_f64()),
+        crate::burst::CONNECTIONS,
+        crate::burst::WORKER_CONCURRENCY,
+        b.naive_ceiling
+            .map_or("not measured".into(), |n| format!("{n:.0} payments/s")),
+        r.ceiling_pg()
+    );
+}
+
+fn limit_section(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "## At Stripe's rate limit\n");
+    let Some(l) = &r.at_limit else {
+        let _ = writeln!(out, "Not run.\n");
+        return;
+    };
+    header(out, &["", ""]);
+    let rows = [
+        (
+            "limit",
+            format!(
+                "`STRIPE_RATE_LIMIT={}` in the worker; stripe-sim refuses what goes over {}/s with 429",
+                crate::limit::RATE_LIMIT,
+                crate::limit::RATE_LIMIT
+            ),
+        ),
+        (
+            "backlog before the new payments",
+            format!(
+                "{} declined payments (an intent each to cancel), {} 3-D Secure payments re-checked from 2 s on, the reconciler every 2 s",
+                crate::limit::DECLINED,
+                crate::limit::THREE_DS
+            ),
+        ),
+        (
+            "new payments",
+            format!(
+                "{:.0}/s for {:.0} s: {} offered, {} accepted, {} not complete",
+                crate::limit::NEW_RATE,
+                l.window.as_secs_f64(),
+                l.new_offered,
+                l.new_accepted,
+                l.new_not_complete
+            ),
+        ),
+        (
+            "new payments' time to final (insert to `complete`)",
+            format!(
+                "p50 {} ms, p99 {} ms, max {} ms",
+                ms(l.new_time_to_final.p50),
+                ms(l.new_time_to_final.p99),
+                ms(l.new_time_to_final.max)
+            ),
+        ),
+        (
+            "Stripe calls while they ran",
+            format!(
+                "{} for new payments (create, confirm), {} background (cancel, retrieve, list)",
+                l.calls_new, l.calls_background
+            ),
+        ),
+        (
+            "background left when they stopped",
+            format!(
+                "{} intents to cancel; all canceled {}",
+                l.cancels_left,
+                l.drained_in
+                    .map_or("- (not within 60 s)".into(), |d| format!(
+                        "{:.1} s later",
+                        d.as_secs_f64()
+                    ))
+            ),
+        ),
+        (
+            "429s from stripe-sim (whole run)",
+            format!("**{}**", l.sim_429),
+        ),
+    ];
+    for (k, v) in rows {
+        row(out, &[k.into(), v]);
+    }
+    let _ = writeln!(out);
 }
 
 fn cost_section(out: &mut String, r: &Results) {

@@ -1,16 +1,18 @@
 //! Group commit: the Postgres writes that the worker's jobs make at the same moment go to
 //! Postgres together, each still decided per payment.
 //!
-//! A job asks, and waits for its own answer; one task per kind takes whatever asks have
-//! queued while its previous round ran (up to `WORKER_BATCH_MAX`, 128) and sends them at once:
+//! A job asks, and waits for its own answer. Rounds run side by side, a few at a time (half the
+//! pool each for claims and for writes); whenever one may start, it takes whatever asks have
+//! queued (up to `WORKER_BATCH_MAX`, 128) and sends them at once:
 //!
 //! - **claims** as one statement ([`change::claim_many`]): one round trip and one commit for
 //!   the whole batch apalis handed over;
 //! - **writes** (an intent's id stored, an outcome recorded, a canceled intent noted) as one
 //!   transaction of their own statements, in id order: one commit (one WAL flush) for all.
 //!
-//! Under light load a round holds one ask and costs what the single statement did; under load
-//! the rounds grow, and Postgres does one commit where it did dozens. Nothing is acknowledged
+//! Under light load a round holds one ask, starts at once and costs what the single statement
+//! did; under load, while every round's place is taken, asks queue and the next rounds grow,
+//! and Postgres does one commit where it did dozens. Nothing is acknowledged
 //! before its commit: a job learns its answer only after the round committed, so a crash
 //! loses no more than it did write by write (the guarantees of docs/reliability.md hold as
 //! they are: each row's statement is the one it was). A round that fails as a whole (a lost
@@ -18,13 +20,14 @@
 //! one payment's trouble is never its neighbours'.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shared::db::PgPool;
 use shared::models::Transaction;
 use shared::state_machine::change::{self, Change, NotClaimed, Transition};
 use shared::state_machine::outcome::Outcome;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 /// Why an ask got no answer from Postgres.
@@ -62,20 +65,21 @@ pub struct Batches {
 }
 
 impl Batches {
-    /// Starts the two rounds' tasks, claiming and writing for `owner` with `lease`, at most
-    /// `max` asks a round (1: each alone).
-    pub fn start(db: PgPool, owner: String, lease: Duration, max: usize) -> Self {
-        let max = max.max(1);
-        let (claims, claim_rx) = mpsc::channel(max * 8);
-        let (writes, write_rx) = mpsc::channel(max * 8);
-        tokio::spawn(claim_rounds(
-            db.clone(),
-            owner.clone(),
+    /// Starts the rounds of claims and of writes for `owner` with `lease`: at most `max` asks
+    /// a round (1: each alone), at most `parallel` rounds of each kind at once (each holds a
+    /// pooled connection while it runs).
+    pub fn start(db: PgPool, owner: String, lease: Duration, max: usize, parallel: usize) -> Self {
+        let rounds = Rounds {
+            db,
+            owner: Arc::from(owner),
             lease,
-            max,
-            claim_rx,
-        ));
-        tokio::spawn(write_rounds(db, owner, max, write_rx));
+            max: max.max(1),
+            parallel: parallel.max(1),
+        };
+        let (claims, claim_rx) = mpsc::channel(rounds.max * 8);
+        let (writes, write_rx) = mpsc::channel(rounds.max * 8);
+        tokio::spawn(rounds.clone().claims(claim_rx));
+        tokio::spawn(rounds.writes(write_rx));
         Self { claims, writes }
     }
 
@@ -106,25 +110,74 @@ async fn ask<A, T>(
         .map_err(|_| "the round ended without an answer".to_owned())?
 }
 
-async fn claim_rounds(
+/// What every round needs.
+#[derive(Clone)]
+struct Rounds {
     db: PgPool,
-    owner: String,
+    owner: Arc<str>,
     lease: Duration,
     max: usize,
-    mut rx: mpsc::Receiver<ClaimAsk>,
-) {
-    let mut round = Vec::with_capacity(max);
-    while rx.recv_many(&mut round, max).await > 0 {
-        metrics::histogram!("payments_worker_batch_size", "kind" => "claim")
-            .record(round.len() as f64);
+    parallel: usize,
+}
+
+impl Rounds {
+    /// Takes the asks of a round whenever one of `parallel` places is free, and runs it.
+    async fn run<A: Send + 'static, F, Fut>(
+        &self,
+        mut rx: mpsc::Receiver<A>,
+        kind: &'static str,
+        round: F,
+    ) where
+        F: Fn(Rounds, Vec<A>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let places = Arc::new(Semaphore::new(self.parallel));
+        let round = Arc::new(round);
+        loop {
+            let Ok(place) = places.clone().acquire_owned().await else {
+                return;
+            };
+            let mut asks = Vec::with_capacity(self.max);
+            if rx.recv_many(&mut asks, self.max).await == 0 {
+                return;
+            }
+            metrics::histogram!("payments_worker_batch_size", "kind" => kind)
+                .record(asks.len() as f64);
+            let (me, round) = (self.clone(), round.clone());
+            tokio::spawn(async move {
+                round(me, asks).await;
+                drop(place);
+            });
+        }
+    }
+
+    async fn claims(self, rx: mpsc::Receiver<ClaimAsk>) {
+        self.run(
+            rx,
+            "claim",
+            |me, asks| async move { me.claim_round(asks).await },
+        )
+        .await;
+    }
+
+    async fn writes(self, rx: mpsc::Receiver<WriteAsk>) {
+        self.run(
+            rx,
+            "write",
+            |me, asks| async move { me.write_round(asks).await },
+        )
+        .await;
+    }
+
+    async fn claim_round(&self, round: Vec<ClaimAsk>) {
         // Two deliveries of one job in a round: the first is claimed with the others, the
         // second finds it leased, as it would have a moment later.
         let mut seen = HashSet::with_capacity(round.len());
-        let (first, repeats): (Vec<_>, Vec<_>) = round.drain(..).partition(|a| seen.insert(a.id));
+        let (first, repeats): (Vec<_>, Vec<_>) = round.into_iter().partition(|a| seen.insert(a.id));
         let ids: Vec<Uuid> = first.iter().map(|a| a.id).collect();
         let answers = async {
-            let mut conn = db.get().await.map_err(|e| format!("postgres: {e}"))?;
-            change::claim_many(&mut conn, &ids, &owner, lease)
+            let mut conn = self.db.get().await.map_err(|e| format!("postgres: {e}"))?;
+            change::claim_many(&mut conn, &ids, &self.owner, self.lease)
                 .await
                 .map_err(|e| format!("postgres: {e}"))
         }
@@ -143,31 +196,27 @@ async fn claim_rounds(
         }
         for a in repeats {
             let _ = a.reply.send(Ok(Err(NotClaimed::Leased {
-                owner: Some(owner.clone()),
-                until: chrono::Utc::now() + chrono::TimeDelta::from_std(lease).unwrap_or_default(),
+                owner: Some(self.owner.to_string()),
+                until: chrono::Utc::now()
+                    + chrono::TimeDelta::from_std(self.lease).unwrap_or_default(),
             })));
         }
     }
-}
 
-async fn write_rounds(db: PgPool, owner: String, max: usize, mut rx: mpsc::Receiver<WriteAsk>) {
-    let mut round = Vec::with_capacity(max);
-    while rx.recv_many(&mut round, max).await > 0 {
-        metrics::histogram!("payments_worker_batch_size", "kind" => "write")
-            .record(round.len() as f64);
+    async fn write_round(&self, mut round: Vec<WriteAsk>) {
         // The order every statement locks rows in (see `statements.rs`).
         round.sort_by_key(|a| a.id);
         if round.len() > 1
-            && let Ok(changes) = write_together(&db, &owner, &round).await
+            && let Ok(changes) = write_together(&self.db, &self.owner, &round).await
         {
-            for (a, c) in round.drain(..).zip(changes) {
+            for (a, c) in round.into_iter().zip(changes) {
                 let _ = a.reply.send(Ok(c));
             }
-            continue;
+            return;
         }
         // Alone; or again, each alone, after the round failed as a whole.
-        for a in round.drain(..) {
-            let answer = write_alone(&db, &owner, a.id, &a.write).await;
+        for a in round {
+            let answer = write_alone(&self.db, &self.owner, a.id, &a.write).await;
             let _ = a.reply.send(answer);
         }
     }

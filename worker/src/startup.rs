@@ -49,17 +49,26 @@ impl Application {
         // A job holds a connection only to claim and to record, never across the Stripe call,
         // so a small pool serves a large concurrency; it also keeps several workers plus the
         // api under Postgres' default 100 connections.
+        let pool_size = settings
+            .database_pool_size
+            .unwrap_or((w.concurrency as u32).clamp(4, 16));
         let db = shared::db::pool_with_timeout(
             &settings.database_url,
-            settings
-                .database_pool_size
-                .unwrap_or((w.concurrency as u32).clamp(4, 16)),
+            pool_size,
             Duration::from_secs(10),
         )?;
         let queue = ChargeQueue::new(conn.clone(), &settings.queue_namespace);
         let owner = worker_name();
         let ctx = Arc::new(ChargeContext {
-            batches: crate::batch::Batches::start(db.clone(), owner.clone(), w.lease, w.batch_max),
+            // Half the pool for rounds of claims, half for rounds of writes (a round holds one
+            // connection); lease renewals wait for a connection like any other.
+            batches: crate::batch::Batches::start(
+                db.clone(),
+                owner.clone(),
+                w.lease,
+                w.batch_max,
+                (pool_size as usize / 2).max(1),
+            ),
             db: db.clone(),
             queue: queue.clone(),
             stripe: Stripe::new(&settings.stripe, conn.clone(), &settings.queue_namespace)?,

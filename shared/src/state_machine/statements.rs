@@ -49,7 +49,11 @@ macro_rules! guarded {
             " ORDER BY id FOR UPDATE),
                   upd AS (UPDATE transactions t SET ",
             $set,
-            " FROM cur WHERE t.id = cur.id AND ",
+            // The rows' own condition again on `t`: the planner then finds them by the primary
+            // key, where joining `cur` alone (of unknown size) made it scan the whole table.
+            " FROM cur WHERE t.",
+            $rows,
+            " AND t.id = cur.id AND ",
             $guard,
             " RETURNING t.*, cur.state AS event_previous,
                         CASE WHEN t.state IS DISTINCT FROM cur.state
