@@ -253,6 +253,7 @@ async fn claiming_many_at_once_answers_each_as_if_alone() {
                 outcome: &complete,
             },
         )],
+        false,
     )
     .await
     .unwrap();
@@ -331,7 +332,7 @@ async fn writes_committed_together_roll_back_together() {
             },
         ),
     ];
-    let result = shared::state_machine::change::change_all(&mut conn, &writes).await;
+    let result = shared::state_machine::change::change_all(&mut conn, &writes, true).await;
     assert!(result.is_err(), "{result:?}");
     let now = txq::find(&mut conn, row.id).await.unwrap().unwrap();
     assert_eq!(now.state, TxState::Processing, "the record was rolled back");

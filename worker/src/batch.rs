@@ -232,7 +232,9 @@ async fn write_together(
         .iter()
         .map(|a| (a.id, transition(owner, &a.write)))
         .collect();
-    change::change_all(&mut conn, &changes).await.map_err(|e| {
+    change::change_all(&mut conn, &changes, needs_disk(round.iter().map(|a| &a.write)))
+        .await
+        .map_err(|e| {
         tracing::warn!(error = %e, asks = round.len(), "a round of writes failed; each is tried alone");
         format!("postgres: {e}")
     })
@@ -245,9 +247,20 @@ async fn write_alone(
     write: &Write,
 ) -> Result<Option<Change>, BatchError> {
     let mut conn = db.get().await.map_err(|e| format!("postgres: {e}"))?;
-    change::change(&mut conn, id, transition(owner, write))
+    let one = [(id, transition(owner, write))];
+    change::change_all(&mut conn, &one, needs_disk([write]))
         .await
+        .map(|mut c| c.pop().flatten())
         .map_err(|e| format!("postgres: {e}"))
+}
+
+/// Whether a commit must wait for its WAL flush even when the worker's others do not
+/// (`WORKER_SYNCHRONOUS_COMMIT=off`): an intent's id, which must be on disk before the intent is
+/// confirmed (money moves only on a confirm of an intent whose id the row holds).
+fn needs_disk<'a>(writes: impl IntoIterator<Item = &'a Write>) -> bool {
+    writes
+        .into_iter()
+        .any(|w| matches!(w, Write::IntentCreated { .. }))
 }
 
 fn transition<'a>(owner: &'a str, write: &'a Write) -> Transition<'a> {

@@ -52,16 +52,33 @@ pub fn pool_with_timeout(
     max_size: u32,
     checkout_timeout: Duration,
 ) -> Result<PgPool, ConnectError> {
+    pool_with_session(database_url, max_size, checkout_timeout, None)
+}
+
+/// [`pool_with_timeout`] whose connections each run `session` (SQL, e.g. a `SET`) once, when
+/// opened.
+pub fn pool_with_session(
+    database_url: &str,
+    max_size: u32,
+    checkout_timeout: Duration,
+    session: Option<&'static str>,
+) -> Result<PgPool, ConnectError> {
     let target = Target::parse(database_url)?;
     let mut config = ManagerConfig::default();
     // Every connection is opened by [`Target::connect`], with the URL's TLS settings.
     config.custom_setup = Box::new(move |_url| {
         let target = target.clone();
         Box::pin(async move {
-            target
+            let mut conn = target
                 .connect()
                 .await
-                .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+                .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+            if let Some(sql) = session {
+                diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, sql)
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+            }
+            Ok(conn)
         })
     });
     config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {

@@ -134,6 +134,9 @@ pub struct WorkerSettings {
     pub done_purge_interval: Duration,
     /// Where the worker serves `/metrics`; port 0 picks a free one, `off` disables it.
     pub metrics_addr: Option<SocketAddr>,
+    /// Whether the worker's commits wait for their WAL flush (`WORKER_SYNCHRONOUS_COMMIT`,
+    /// default `off`; the api's always do). See docs/reliability.md.
+    pub synchronous_commit: bool,
     /// The most claims, and the most writes, one group commit sends (`WORKER_BATCH_MAX`,
     /// default 128; 1 sends each alone, as before group commit).
     pub batch_max: usize,
@@ -327,6 +330,15 @@ impl Settings {
                 reconcile_window: v.millis("RECONCILE_WINDOW_MS", 3_600_000)?,
                 done_retention: v.millis("DONE_JOB_RETENTION_MS", 86_400_000)?,
                 done_purge_interval: v.millis("DONE_JOB_PURGE_INTERVAL_MS", 600_000)?,
+                synchronous_commit: match v.var("WORKER_SYNCHRONOUS_COMMIT").as_deref() {
+                    None | Some("off") => false,
+                    Some("on") => true,
+                    Some(other) => {
+                        return Err(SettingsError(format!(
+                            "WORKER_SYNCHRONOUS_COMMIT=`{other}`: use on or off"
+                        )));
+                    }
+                },
                 batch_max: match v.parsed("WORKER_BATCH_MAX", 128)? {
                     0 => return Err(SettingsError("WORKER_BATCH_MAX must be at least 1".into())),
                     n => n,

@@ -195,3 +195,25 @@ fn secrets_and_urls_can_be_read_from_files() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_workers_group_commit_and_commit_durability_are_read() {
+    let s = from(&[]).unwrap();
+    assert_eq!(s.worker.batch_max, 128);
+    assert!(!s.worker.synchronous_commit);
+    let s = from(&[
+        ("WORKER_BATCH_MAX", "1"),
+        ("WORKER_SYNCHRONOUS_COMMIT", "on"),
+    ])
+    .unwrap();
+    assert_eq!(s.worker.batch_max, 1);
+    assert!(s.worker.synchronous_commit);
+    assert_eq!(
+        error(&[("WORKER_BATCH_MAX", "0")]),
+        "WORKER_BATCH_MAX must be at least 1"
+    );
+    assert_eq!(
+        error(&[("WORKER_SYNCHRONOUS_COMMIT", "yes")]),
+        "WORKER_SYNCHRONOUS_COMMIT=`yes`: use on or off"
+    );
+}

@@ -245,13 +245,20 @@ pub async fn change(
 
 /// [`change`] of each `(id, transition)` in turn, all in one transaction: one commit for all
 /// (the worker's group commit, `worker/src/batch.rs`). Give them in id order, the order every
-/// statement locks rows in. Any error rolls all of them back.
+/// statement locks rows in. Any error rolls all of them back. `durable`: the commit waits for
+/// its WAL flush even on a connection whose commits otherwise do not (the worker's: an intent's
+/// id must be on disk before the intent is confirmed).
 pub async fn change_all(
     conn: &mut AsyncPgConnection,
     changes: &[(Uuid, Transition<'_>)],
+    durable: bool,
 ) -> DbResult<Vec<Option<Change>>> {
-    use diesel_async::AsyncConnection;
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
     conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+        if durable {
+            conn.batch_execute("SET LOCAL synchronous_commit = on")
+                .await?;
+        }
         let mut done = Vec::with_capacity(changes.len());
         for (id, transition) in changes {
             done.push(change(conn, *id, *transition).await?);
