@@ -52,10 +52,15 @@ impl Application {
         let pool_size = settings
             .database_pool_size
             .unwrap_or((w.concurrency as u32).clamp(4, 16));
-        let db = shared::db::pool_with_timeout(
+        // The worker's commits need not wait for their WAL flush: everything it writes it can
+        // learn again from Stripe, but an intent's id (docs/reliability.md, "the worker's
+        // writes need not wait for the disk").
+        let session = (!w.synchronous_commit).then_some("SET synchronous_commit = off");
+        let db = shared::db::pool_with_session(
             &settings.database_url,
             pool_size,
             Duration::from_secs(10),
+            session,
         )?;
         let queue = ChargeQueue::new(conn.clone(), &settings.queue_namespace);
         let owner = worker_name();
