@@ -383,3 +383,14 @@ fn claimed(c: Change) -> Result<Transaction, NotClaimed> {
         NotClaimed::NotDue(t.next_attempt_at)
     })
 }
+
+/// [`Transition::Record`] through [`change`]: the row when it changed.
+pub async fn record(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    owner: &str,
+    outcome: &Outcome,
+) -> DbResult<Option<Transaction>> {
+    let changed = change(conn, id, Transition::Record { owner, outcome }).await?;
+    Ok(changed.and_then(Change::applied_row))
+}
