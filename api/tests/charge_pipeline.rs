@@ -407,3 +407,38 @@ async fn the_worker_refuses_a_schema_that_is_behind() {
         .unwrap_err();
     assert!(err.to_string().contains("pending migration"), "{err}");
 }
+
+/// A worker never has more requests open toward Stripe than `STRIPE_MAX_CONCURRENT_REQUESTS`,
+/// however many charges it runs at once: the calls beyond it wait their turn, and every payment
+/// still completes. (Each open request is a connection, and each connection memory.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_keeps_its_open_stripe_requests_under_the_bound() {
+    let app = TestApp::spawn_with(Options {
+        tweak: |s| {
+            s.worker.concurrency = 20;
+            s.stripe.max_concurrent_requests = 2;
+        },
+        ..Default::default()
+    })
+    .await;
+    app.sim.sim.set_faults(stripe_sim::Faults {
+        latency_ms: 100,
+        ..Default::default()
+    });
+    let before = app.sim.sim.stats().connections;
+    let ids = app.pay_many(12).await;
+    for id in &ids {
+        let t = app
+            .wait_for_state(id, &["complete", "failed"], WITHIN)
+            .await;
+        assert_eq!(t["state"], "complete", "{t}");
+        assert_eq!(app.charges_for(id), 1);
+    }
+    // With 20 charges at once and 100 ms per call, an unbounded worker opens one connection per
+    // call in flight (12 here); bounded, at most 2 are ever open, and kept alive they are reused.
+    let opened = app.sim.sim.stats().connections - before;
+    assert!(
+        opened <= 2,
+        "the worker opened {opened} connections to Stripe"
+    );
+}

@@ -30,15 +30,7 @@ async fn the_worker_purges_finished_jobs_once_they_are_old_enough() {
         s.worker.done_purge_interval = Duration::from_millis(200);
     })
     .await;
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        ids.push(
-            app.pay("basic", "pm_card_visa").await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let ids = app.pay_many(3).await;
     for id in &ids {
         app.wait_for_state(id, &["complete"], Duration::from_secs(20))
             .await;

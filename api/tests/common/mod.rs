@@ -246,6 +246,16 @@ impl TestApp {
         body
     }
 
+    /// `n` successful-card payments of the `basic` price, accepted; their ids.
+    pub async fn pay_many(&self, n: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            let body = self.pay("basic", "pm_card_visa").await;
+            ids.push(body["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    }
+
     /// Polls the transaction until `state` is one of `states`, or panics after `within`.
     pub async fn wait_for_state(&self, id: &str, states: &[&str], within: Duration) -> Value {
         let deadline = Instant::now() + within;

@@ -85,6 +85,10 @@ pub struct StripeSettings {
     pub sim_public_url: Option<String>,
     /// Requests per second toward Stripe across every worker process (0: no limit).
     pub rate_limit: u64,
+    /// Most requests one worker process has open toward Stripe at once, so at most this many
+    /// connections (Stripe also limits concurrency per account; each open connection costs the
+    /// worker about 35 kB). Calls beyond it wait their turn before they take a rate-limit slot.
+    pub max_concurrent_requests: usize,
     /// Consecutive outage-like failures that open the circuit breaker...
     pub breaker_threshold: u32,
     /// ...and how long it stays open before one probe call.
@@ -304,6 +308,14 @@ impl Settings {
                 publishable_key: v.var("STRIPE_PUBLISHABLE_KEY"),
                 sim_public_url: v.var("STRIPE_SIM_PUBLIC_URL"),
                 rate_limit: v.parsed("STRIPE_RATE_LIMIT", 25)?,
+                max_concurrent_requests: match v.parsed("STRIPE_MAX_CONCURRENT_REQUESTS", 512)? {
+                    0 => {
+                        return Err(SettingsError(
+                            "STRIPE_MAX_CONCURRENT_REQUESTS must be at least 1".into(),
+                        ));
+                    }
+                    n => n,
+                },
                 breaker_threshold: v.parsed("STRIPE_BREAKER_THRESHOLD", 5)?,
                 breaker_cooldown: v.millis("STRIPE_BREAKER_COOLDOWN_MS", 5_000)?,
                 webhook_secret: v.var("STRIPE_WEBHOOK_SECRET").map(Secret::new),

@@ -217,3 +217,18 @@ fn the_workers_group_commit_and_commit_durability_are_read() {
         "WORKER_SYNCHRONOUS_COMMIT=`yes`: use on or off"
     );
 }
+
+#[test]
+fn the_bound_on_open_stripe_requests_is_read() {
+    assert_eq!(from(&[]).unwrap().stripe.max_concurrent_requests, 512);
+    let s = from(&[("STRIPE_MAX_CONCURRENT_REQUESTS", "8")]).unwrap();
+    assert_eq!(s.stripe.max_concurrent_requests, 8);
+    assert_eq!(
+        error(&[("STRIPE_MAX_CONCURRENT_REQUESTS", "0")]),
+        "STRIPE_MAX_CONCURRENT_REQUESTS must be at least 1"
+    );
+    assert!(
+        error(&[("STRIPE_MAX_CONCURRENT_REQUESTS", "many")])
+            .contains("STRIPE_MAX_CONCURRENT_REQUESTS")
+    );
+}

@@ -43,6 +43,9 @@ use crate::policy::{self, Call};
 pub struct Stripe {
     client: HttpClient,
     limiter: RateLimiter,
+    /// One permit per request open toward Stripe (`STRIPE_MAX_CONCURRENT_REQUESTS`): what
+    /// bounds this process's connections, and the memory each one holds.
+    open: tokio::sync::Semaphore,
     pub breaker: Breaker,
     /// Each call's own timeout: what a lease must cover before the call is sent.
     timeout: Duration,
@@ -75,6 +78,7 @@ impl Stripe {
         Ok(Self {
             client,
             limiter: RateLimiter::new(redis, namespace, settings.rate_limit),
+            open: tokio::sync::Semaphore::new(settings.max_concurrent_requests),
             breaker: Breaker::new(
                 settings.breaker_threshold,
                 settings.breaker_cooldown,
@@ -84,8 +88,9 @@ impl Stripe {
         })
     }
 
-    /// Every call goes through here: the shared rate limit first, then (in an attempt) the
-    /// lease made to cover the call, then the call, timed and counted by outcome; the breaker
+    /// Every call goes through here: a place among this process's open requests first (waited
+    /// for before the rate limit, so a slot of the budget is never spent waiting), then the
+    /// shared rate limit, then (in an attempt) the lease made to cover the call, then the call, timed and counted by outcome; the breaker
     /// is told what happened, and an answer that says our own configuration is wrong raises
     /// the alarm.
     async fn call<T>(
@@ -95,6 +100,12 @@ impl Stripe {
         lease: Option<&mut Lease>,
         send: impl std::future::Future<Output = Result<T, CallError>>,
     ) -> Result<T, CallError> {
+        // Never closed, so `acquire` cannot fail; a call without its permit is not sent.
+        let _open = self
+            .open
+            .acquire()
+            .await
+            .map_err(|_| CallError::NotSent("the worker is stopping".into()))?;
         self.limiter.acquire(priority).await;
         if let Some(lease) = lease {
             lease
