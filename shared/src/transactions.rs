@@ -240,16 +240,18 @@ pub async fn find_many(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> DbResult<V
         .await
 }
 
-/// The `complete` transactions created within `[from, to]`, for the reconciler.
-pub async fn complete_between(
+/// The `complete` transactions created within `[from, to)`: their ids and intents, for the
+/// reconciler.
+pub async fn complete_intents_between(
     conn: &mut AsyncPgConnection,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> DbResult<Vec<Transaction>> {
+) -> DbResult<Vec<(Uuid, Option<String>)>> {
     dsl::transactions
-        .filter(dsl::created_at.between(from, to))
+        .filter(dsl::created_at.ge(from))
+        .filter(dsl::created_at.lt(to))
         .filter(dsl::state.eq(TxState::Complete))
-        .select(Transaction::as_select())
+        .select((dsl::id, dsl::stripe_id))
         .load(conn)
         .await
 }
