@@ -102,12 +102,12 @@ async fn main() -> anyhow::Result<()> {
             "soak: {rate:.0}/s for {minutes:.0} min, load average {}",
             machine.load_before
         ));
-        let samples = tokio::select! {
+        let soak = tokio::select! {
             r = bench::soak::run(&bench, minutes, rate) => r,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
         };
         bench.cleanup_leftovers().await;
-        let md = bench::soak::markdown(&samples?, minutes, rate, &machine.date);
+        let md = bench::soak::markdown(&soak?, minutes, rate, &machine.date);
         std::fs::create_dir_all(&out_dir)?;
         std::fs::write(out_dir.join("soak.md"), &md)?;
         println!("\n{md}");
