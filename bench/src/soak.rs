@@ -233,7 +233,7 @@ pub fn markdown(soak: &Soak, minutes: f64, rate: f64, date: &str) -> String {
         let _ = writeln!(
             out,
             "This machine's Postgres runs with `autovacuum = off`, which no deployment should \
-             (docs/deploy.md): the soak ran `{VACUUM}` every {} s in its place.\n",
+             (docs/operations.md, \"Vacuum\"): the soak ran `{VACUUM}` every {} s in its place.\n",
             VACUUM_EVERY.as_secs()
         );
     }
