@@ -35,6 +35,8 @@ const WINDOW: Duration = Duration::from_millis(1_100);
 /// How long a customer's wait keeps background work out after it was last seen: the window's
 /// length, so a queue of customers' calls holds the whole budget.
 const DEMAND_TTL: Duration = Duration::from_secs(1);
+/// How long a sleeping customer's mark outlives its sleep: time to wake and ask again.
+const DEMAND_MARGIN: Duration = Duration::from_millis(250);
 /// How often waiting background work looks again.
 const BACKGROUND_RECHECK: Duration = Duration::from_millis(50);
 
@@ -108,17 +110,21 @@ impl RateLimiter {
                 }
             } else if self.customers_waiting.load(Ordering::SeqCst) > 1 {
                 // Others queue behind this one: the budget is the customers'.
-                self.mark_demand(&mut conn).await;
+                self.mark_demand(&mut conn, DEMAND_TTL).await;
             }
             match self.window.take(&mut conn, &self.key, limit).await {
                 Ok(Decision::Allowed) => return,
                 Ok(Decision::Wait(wait)) => {
-                    if priority == Priority::Customer {
-                        self.mark_demand(&mut conn).await;
-                    }
                     // Other processes' waiters are woken by the same departure; a few ms of
                     // jitter spreads them.
                     let jitter = Duration::from_millis(rand::rng().random_range(0..10));
+                    if priority == Priority::Customer {
+                        // The mark must outlive the sleep: a wait can be longer than
+                        // DEMAND_TTL (up to the window), and background work that found the
+                        // mark gone while this call slept would take the place it wakes for.
+                        let ttl = DEMAND_TTL.max(wait + jitter + DEMAND_MARGIN);
+                        self.mark_demand(&mut conn, ttl).await;
+                    }
                     tokio::time::sleep(wait + jitter).await;
                 }
                 Err(e) => {
@@ -129,8 +135,8 @@ impl RateLimiter {
         }
     }
 
-    async fn mark_demand(&self, conn: &mut ConnectionManager) {
-        let ttl = DEMAND_TTL.as_millis() as u64;
+    async fn mark_demand(&self, conn: &mut ConnectionManager, ttl: Duration) {
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let marked: redis::RedisResult<()> = redis::cmd("SET")
             .arg(&self.demand_key)
             .arg(1)
