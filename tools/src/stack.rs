@@ -70,8 +70,43 @@ pub fn default_bin_dir() -> PathBuf {
     }
 }
 
+/// How many times a stack is started afresh when one of its processes exits before it is
+/// ready: a port [`free_port`] handed out can be taken by another test before the child binds it.
+const START_ATTEMPTS: usize = 3;
+
+/// A process of the stack ended before the stack was ready.
+#[derive(Debug)]
+struct Exited(&'static str, std::process::ExitStatus, String);
+
+impl std::fmt::Display for Exited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} exited before the stack was ready ({}); see logs in {}",
+            self.0, self.1, self.2
+        )
+    }
+}
+
+impl std::error::Error for Exited {}
+
 impl Stack {
+    /// Starts the stack; when a process exits before it is ready (a port taken under it), once
+    /// more on new ports, up to [`START_ATTEMPTS`] times.
     pub async fn start(cfg: StackConfig) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(&cfg).await {
+                Err(e) if e.is::<Exited>() && attempt < START_ATTEMPTS => {
+                    eprintln!("stack: {e}; starting it again on new ports");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(cfg: &StackConfig) -> anyhow::Result<Self> {
         for bin in ["api", "worker", "stripe-sim"] {
             if !cfg.bin_dir.join(bin).exists() {
                 bail!(
@@ -186,8 +221,8 @@ impl Stack {
             redis_url,
             namespace,
             env,
-            bin_dir: cfg.bin_dir,
-            log_dir: cfg.log_dir,
+            bin_dir: cfg.bin_dir.clone(),
+            log_dir: cfg.log_dir.clone(),
             sim,
             apis,
             workers: vec![],
@@ -201,10 +236,19 @@ impl Stack {
         Ok(stack)
     }
 
-    async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+    async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + within;
         loop {
+            let logs = self.log_dir.display().to_string();
+            if let Ok(Some(status)) = self.sim.try_wait() {
+                return Err(Exited("stripe-sim", status, logs).into());
+            }
+            for api in &mut self.apis {
+                if let Ok(Some(status)) = api.try_wait() {
+                    return Err(Exited("an api", status, logs).into());
+                }
+            }
             let mut ready = client
                 .get(format!("{}/sim/stats", self.sim_url))
                 .send()
