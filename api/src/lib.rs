@@ -24,6 +24,7 @@
 pub mod error;
 pub mod http;
 pub mod idempotency;
+pub mod inserts;
 pub mod live;
 pub mod openapi;
 pub mod ops;

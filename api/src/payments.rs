@@ -5,7 +5,7 @@
 use axum::http::{HeaderMap, header};
 use shared::checkout_sessions::{self as sessions, Attempt};
 use shared::models::{NewTransaction, Transaction};
-use shared::transactions::{self as txq, Inserted};
+use shared::transactions::Inserted;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -102,24 +102,18 @@ async fn record_and_enqueue(
     new: NewTransaction,
     fingerprint: Option<String>,
 ) -> Result<(Transaction, bool), ApiError> {
-    let mut conn = state.db.get().await?;
     let inserted = match new.session_id {
-        None => txq::insert(&mut conn, &new).await.map(|i| match i {
+        None => match state.inserts.insert(new).await? {
             Inserted::Created(row) => Attempt::Started(row),
             Inserted::Existing(row) => Attempt::Replayed(row),
-        }),
-        Some(session) => sessions::start_attempt(&mut conn, session, &new).await,
-    };
-    let inserted = inserted.map_err(|e| {
-        // The statement was sent: a connection that broke may have committed it anyway.
-        match ApiError::from(e) {
-            ApiError::Unavailable(detail) => {
-                tracing::warn!(%detail, "insert sent but unanswered: outcome unknown");
-                ApiError::OutcomeUnknown
-            }
-            other => other,
+        },
+        Some(session) => {
+            let mut conn = state.db.get().await?;
+            sessions::start_attempt(&mut conn, session, &new)
+                .await
+                .map_err(crate::inserts::sent)?
         }
-    })?;
+    };
     let (row, replayed) = match inserted {
         Attempt::Started(row) => (row, false),
         Attempt::Replayed(row) if row.request_fingerprint == fingerprint => (row, true),
@@ -128,7 +122,6 @@ async fn record_and_enqueue(
         Attempt::Expired => return Err(ApiError::SessionExpired),
         Attempt::UnknownSession => return Err(ApiError::NotFound("checkout session")),
     };
-    drop(conn);
     if !replayed {
         // The row is committed, so the payment is kept whatever Redis does now: if this push
         // fails, the worker's sweeper finds the row and enqueues it (see docs/reliability.md).

@@ -74,10 +74,21 @@ impl Application {
 
 pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<AppState> {
     shared::metrics::handle();
-    let db = shared::db::pool(
-        &settings.database_url,
-        settings.database_pool_size.unwrap_or(16),
-    )?;
+    // `DATABASE_POOL_SIZE` connections in all: half for the rounds of inserts, the rest for
+    // everything else (reads, sessions, webhooks, ops).
+    let pool_size = settings.database_pool_size.unwrap_or(16);
+    let for_inserts = (pool_size / 2).max(1);
+    let db = shared::db::pool(&settings.database_url, (pool_size - for_inserts).max(1))?;
+    let inserts = crate::inserts::Inserts::start(
+        shared::db::pool_with_session(
+            &settings.database_url,
+            for_inserts,
+            std::time::Duration::from_secs(3),
+            Some(crate::inserts::SESSION),
+        )?,
+        settings.http.insert_batch_max,
+        for_inserts as usize,
+    );
     let redis = redis_connection(&settings.redis_url, settings.redis_ca_file.as_deref())?;
     let live = crate::live::Hub::new();
     crate::live::spawn_listener(
@@ -88,6 +99,7 @@ pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<App
     Ok(AppState {
         live,
         db,
+        inserts,
         queue: ChargeQueue::new(redis.clone(), &settings.queue_namespace),
         keys: Arc::new(Keys::new(&settings.queue_namespace)),
         redis,

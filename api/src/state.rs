@@ -12,6 +12,8 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
+    /// New payments go through here, inserted together with the others POSTed meanwhile.
+    pub inserts: crate::inserts::Inserts,
     pub queue: ChargeQueue,
     /// For readiness checks and the ops views; the queue has its own handle on the same
     /// connection.

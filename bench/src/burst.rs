@@ -23,12 +23,13 @@ pub const WORKER_CONCURRENCY: usize = 1000;
 pub struct Bursts {
     /// pgbench: the naive three statements, payments/s.
     pub naive_ceiling: Option<f64>,
-    /// Write by write (`WORKER_BATCH_MAX=1`, as before group commit), then as deployed.
+    /// Write by write (`WORKER_BATCH_MAX=1` and `API_INSERT_BATCH_MAX=1`, as before group
+    /// commit), then as deployed.
     pub runs: Vec<Burst>,
 }
 
 impl Bursts {
-    /// The run as deployed (the default `WORKER_BATCH_MAX`).
+    /// The run as deployed (the default `WORKER_BATCH_MAX` and `API_INSERT_BATCH_MAX`).
     pub fn deployed(&self) -> Option<&Burst> {
         self.runs.iter().find(|b| b.batch_max.is_none())
     }
@@ -40,7 +41,7 @@ impl Bursts {
 
 #[derive(Clone, Debug, Default)]
 pub struct Burst {
-    /// `WORKER_BATCH_MAX` when set (`None`: the default).
+    /// `WORKER_BATCH_MAX` and `API_INSERT_BATCH_MAX` when set (`None`: the defaults).
     pub batch_max: Option<usize>,
     pub posting: Duration,
     pub accepted: usize,
@@ -89,8 +90,14 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Bursts> {
     let mut runs = Vec::new();
     for batch_max in [Some(1), None] {
         let extra: Vec<(&str, String)> = batch_max
-            .map(|n| ("WORKER_BATCH_MAX", n.to_string()))
+            .map(|n| {
+                [
+                    ("WORKER_BATCH_MAX", n.to_string()),
+                    ("API_INSERT_BATCH_MAX", n.to_string()),
+                ]
+            })
             .into_iter()
+            .flatten()
             .collect();
         let mut stack = bench
             .start_stack_with("burst", 1, 0, WORKER_CONCURRENCY, &extra)
@@ -123,7 +130,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Bursts> {
 /// How the run's worker wrote: "write by write" or "group commit".
 pub fn label(b: &Burst) -> &'static str {
     if b.batch_max == Some(1) {
-        "write by write, `WORKER_BATCH_MAX=1`"
+        "write by write, `WORKER_BATCH_MAX=1`, `API_INSERT_BATCH_MAX=1`"
     } else {
         "group commit, as deployed"
     }

@@ -54,6 +54,7 @@ pub mod preflight;
 mod prepared;
 pub mod queue;
 pub mod ratelimit;
+pub mod rounds;
 pub mod schema;
 pub mod secret;
 pub mod settings;

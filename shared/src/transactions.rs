@@ -34,29 +34,98 @@ pub enum Inserted {
 /// Inserts `new`, or, when its `request_key` was seen before, returns the row that key made.
 /// The unique index decides races between two concurrent requests with one key.
 pub async fn insert(conn: &mut AsyncPgConnection, new: &NewTransaction) -> DbResult<Inserted> {
-    let created = Prepared(Insert(new)).get_result(conn).await.optional()?;
-    if let Some(row) = created {
-        return Ok(Inserted::Created(row));
-    }
-    let existing = dsl::transactions
-        .filter(dsl::request_key.eq(&new.request_key))
-        .select(Transaction::as_select())
-        .first(conn)
-        .await?;
-    Ok(Inserted::Existing(existing))
+    let mut inserted = insert_many(conn, std::slice::from_ref(new)).await?;
+    inserted.pop().ok_or(diesel::result::Error::NotFound)
 }
 
-struct Insert<'a>(&'a NewTransaction);
+/// [`insert`] of every payment in `news`, in one statement and one commit (the api's group
+/// insert, `api/src/inserts.rs`): each is inserted, or found by its `request_key`, exactly as
+/// alone; the answers come back in the order given. Two with one key: the first is inserted,
+/// the second finds it.
+pub async fn insert_many(
+    conn: &mut AsyncPgConnection,
+    news: &[NewTransaction],
+) -> DbResult<Vec<Inserted>> {
+    let created: Vec<Transaction> = Prepared(InsertMany::new(news)).load(conn).await?;
+    let mut created: HashMap<Uuid, Transaction> = created.into_iter().map(|t| (t.id, t)).collect();
+    let wanted: Vec<&str> = news
+        .iter()
+        .filter(|n| !created.contains_key(&n.id))
+        .filter_map(|n| n.request_key.as_deref())
+        .collect();
+    let existing: HashMap<String, Transaction> = if wanted.is_empty() {
+        HashMap::new()
+    } else {
+        dsl::transactions
+            .filter(dsl::request_key.eq_any(&wanted))
+            .select(Transaction::as_select())
+            .load(conn)
+            .await?
+            .into_iter()
+            .filter_map(|t| Some((t.request_key.clone()?, t)))
+            .collect()
+    };
+    news.iter()
+        .map(|n| match created.remove(&n.id) {
+            Some(row) => Ok(Inserted::Created(row)),
+            None => n
+                .request_key
+                .as_ref()
+                .and_then(|k| existing.get(k).cloned())
+                .map(Inserted::Existing)
+                .ok_or(diesel::result::Error::NotFound),
+        })
+        .collect()
+}
 
-impl FixedSql for Insert<'_> {
-    type Id = Insert<'static>;
+/// The columns of the payments to insert, one array each.
+struct InsertMany<'a> {
+    id: Vec<Uuid>,
+    amount: Vec<i64>,
+    currency: Vec<&'a str>,
+    email: Vec<&'a str>,
+    price: Vec<Option<&'a str>>,
+    payment_method: Vec<&'a str>,
+    stripe_idempotency_key: Vec<&'a str>,
+    request_key: Vec<Option<&'a str>>,
+    request_fingerprint: Vec<Option<&'a str>>,
+    reference: Vec<Option<&'a str>>,
+    metadata: Vec<&'a serde_json::Value>,
+    session_id: Vec<Option<Uuid>>,
+}
+
+impl<'a> InsertMany<'a> {
+    fn new(news: &'a [NewTransaction]) -> Self {
+        let col = |f: fn(&'a NewTransaction) -> &'a str| news.iter().map(f).collect();
+        let opt = |f: fn(&'a NewTransaction) -> Option<&'a str>| news.iter().map(f).collect();
+        Self {
+            id: news.iter().map(|n| n.id).collect(),
+            amount: news.iter().map(|n| n.amount).collect(),
+            currency: col(|n| &n.currency),
+            email: col(|n| &n.email),
+            price: opt(|n| n.price.as_deref()),
+            payment_method: col(|n| &n.payment_method),
+            stripe_idempotency_key: col(|n| &n.stripe_idempotency_key),
+            request_key: opt(|n| n.request_key.as_deref()),
+            request_fingerprint: opt(|n| n.request_fingerprint.as_deref()),
+            reference: opt(|n| n.reference.as_deref()),
+            metadata: news.iter().map(|n| &n.metadata).collect(),
+            session_id: news.iter().map(|n| n.session_id).collect(),
+        }
+    }
+}
+
+impl FixedSql for InsertMany<'_> {
+    type Id = InsertMany<'static>;
     // Every other column takes its default. A new payment writes its `payment.pending` event in
     // the same statement; a repeated key writes nothing.
     const SQL: &'static str = concat!(
         "WITH ins AS (INSERT INTO transactions
              (id, amount, currency, email, price, payment_method, stripe_idempotency_key,
               request_key, request_fingerprint, reference, metadata, session_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                              $11::jsonb[], $12::uuid[])
          ON CONFLICT (request_key) DO NOTHING
          RETURNING *, NULL::text AS event_previous,
                    payment_snapshot(transactions) AS event_snapshot), ",
@@ -65,20 +134,19 @@ impl FixedSql for Insert<'_> {
     );
 
     fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let t = self.0;
         match n {
-            1 => out.push_bind_param::<SqlUuid, _>(&t.id),
-            2 => out.push_bind_param::<BigInt, _>(&t.amount),
-            3 => out.push_bind_param::<Text, _>(&t.currency),
-            4 => out.push_bind_param::<Text, _>(&t.email),
-            5 => out.push_bind_param::<Nullable<Text>, _>(&t.price),
-            6 => out.push_bind_param::<Text, _>(&t.payment_method),
-            7 => out.push_bind_param::<Text, _>(&t.stripe_idempotency_key),
-            8 => out.push_bind_param::<Nullable<Text>, _>(&t.request_key),
-            9 => out.push_bind_param::<Nullable<Text>, _>(&t.request_fingerprint),
-            10 => out.push_bind_param::<Nullable<Text>, _>(&t.reference),
-            11 => out.push_bind_param::<Jsonb, _>(&t.metadata),
-            12 => out.push_bind_param::<Nullable<SqlUuid>, _>(&t.session_id),
+            1 => out.push_bind_param::<Array<SqlUuid>, _>(&self.id),
+            2 => out.push_bind_param::<Array<BigInt>, _>(&self.amount),
+            3 => out.push_bind_param::<Array<Text>, _>(&self.currency),
+            4 => out.push_bind_param::<Array<Text>, _>(&self.email),
+            5 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.price),
+            6 => out.push_bind_param::<Array<Text>, _>(&self.payment_method),
+            7 => out.push_bind_param::<Array<Text>, _>(&self.stripe_idempotency_key),
+            8 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.request_key),
+            9 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.request_fingerprint),
+            10 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.reference),
+            11 => out.push_bind_param::<Array<Jsonb>, _>(&self.metadata),
+            12 => out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(&self.session_id),
             _ => Err(no_parameter(n)),
         }
     }

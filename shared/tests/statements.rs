@@ -295,6 +295,290 @@ async fn claiming_many_at_once_answers_each_as_if_alone() {
     scratch.remove().await;
 }
 
+async fn claimed_payments(conn: &mut AsyncPgConnection, prefix: &str, n: usize) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let Inserted::Created(row) = txq::insert(conn, &new_transaction(&format!("{prefix}{i}")))
+            .await
+            .unwrap()
+        else {
+            panic!("a fresh key made a row");
+        };
+        claim(conn, row.id, "w1", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .expect("claimed");
+        ids.push(row.id);
+    }
+    ids
+}
+
+async fn kinds(conn: &mut AsyncPgConnection, id: Uuid) -> Vec<String> {
+    shared::events::history(conn, id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
+/// The worker records a round's outcomes in one statement: each payment is written with its own
+/// values, or not, exactly as alone (only the lease holder writes; a `complete` that finds the
+/// payment `failed` is the correction), the answers come back in the order asked, and each
+/// change of state writes its own event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_many_at_once_answers_each_as_if_alone() {
+    let scratch = ScratchGuard::create().await;
+    let mut conn = scratch.connect().await;
+    let ids = claimed_payments(&mut conn, "public:r", 5).await;
+    let (done, declined, retried, taken, corrected) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
+    // `taken`: its lease ran out and w2 holds it now; `corrected`: recorded failed before.
+    diesel::sql_query("UPDATE transactions SET lease_owner = 'w2' WHERE id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(taken)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let declined_error = TxError {
+        code: "card_declined".into(),
+        decline_code: Some("insufficient_funds".into()),
+        message: "Your card has insufficient funds.".into(),
+    };
+    let failed = Outcome::Failed {
+        stripe_id: Some("pi_failed".into()),
+        error: declined_error.clone(),
+        intent: IntentAfter::Cancel,
+    };
+    let first = change(
+        &mut conn,
+        corrected,
+        Transition::Record {
+            owner: "w1",
+            outcome: &failed,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(first.row.state, TxState::Failed);
+
+    let complete = |id: &str| Outcome::Complete {
+        stripe_id: id.into(),
+    };
+    let retry = Outcome::Retry {
+        stripe_id: Some("pi_retry".into()),
+        reason: "stripe 500".into(),
+        delay: Duration::from_secs(60),
+        outcome_unknown: true,
+        attempt_given_back: false,
+    };
+    let (c_done, c_taken, c_corrected) = (
+        complete("pi_done"),
+        complete("pi_taken"),
+        complete("pi_late"),
+    );
+    let missing = Uuid::new_v4();
+    let asked: Vec<(Uuid, &Outcome)> = vec![
+        (retried, &retry),
+        (done, &c_done),
+        (missing, &c_done),
+        (declined, &failed),
+        (taken, &c_taken),
+        (corrected, &c_corrected),
+    ];
+    let answers = shared::state_machine::change::record_many(&mut conn, "w1", &asked)
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), asked.len());
+
+    let retried_now = answers[0].as_ref().unwrap();
+    assert!(retried_now.applied);
+    assert_eq!(retried_now.row.state, TxState::Processing);
+    assert_eq!(retried_now.row.last_error.as_deref(), Some("stripe 500"));
+    assert!(retried_now.row.outcome_unknown_since.is_some());
+    let due_in = retried_now.row.next_attempt_at - retried_now.row.updated_at;
+    assert!((59..=61).contains(&due_in.num_seconds()), "due in {due_in}");
+
+    let done_now = answers[1].as_ref().unwrap();
+    assert!(done_now.applied);
+    assert_eq!(done_now.previous, TxState::Processing);
+    assert_eq!(done_now.row.state, TxState::Complete);
+    assert_eq!(done_now.row.stripe_id.as_deref(), Some("pi_done"));
+    assert!(done_now.row.lease_owner.is_none());
+
+    assert!(answers[2].is_none(), "no such payment");
+
+    let declined_now = answers[3].as_ref().unwrap();
+    assert_eq!(declined_now.row.state, TxState::Failed);
+    assert_eq!(
+        declined_now.row.error_code.as_deref(),
+        Some("card_declined")
+    );
+    assert_eq!(
+        declined_now.row.error_decline_code.as_deref(),
+        Some("insufficient_funds")
+    );
+    assert!(declined_now.row.cancel_requested_at.is_some());
+
+    let taken_now = answers[4].as_ref().unwrap();
+    assert!(!taken_now.applied, "only the lease holder records");
+    assert_eq!(taken_now.row.state, TxState::Processing);
+    assert_eq!(taken_now.row.lease_owner.as_deref(), Some("w2"));
+
+    let corrected_now = answers[5].as_ref().unwrap();
+    assert!(corrected_now.is_correction(), "{corrected_now:?}");
+    assert_eq!(corrected_now.row.stripe_id.as_deref(), Some("pi_failed"));
+
+    assert_eq!(
+        kinds(&mut conn, done).await,
+        ["payment.pending", "payment.processing", "payment.complete"]
+    );
+    assert_eq!(
+        kinds(&mut conn, declined).await,
+        ["payment.pending", "payment.processing", "payment.failed"]
+    );
+    assert_eq!(
+        kinds(&mut conn, retried).await,
+        ["payment.pending", "payment.processing"]
+    );
+    assert_eq!(
+        kinds(&mut conn, taken).await,
+        ["payment.pending", "payment.processing"]
+    );
+    assert_eq!(
+        kinds(&mut conn, corrected).await,
+        [
+            "payment.pending",
+            "payment.processing",
+            "payment.failed",
+            "payment.complete"
+        ]
+    );
+    scratch.remove().await;
+}
+
+/// The worker stores a round's intent ids in one statement: each only while it holds the lease,
+/// an id already stored stays, and the answers come back in the order asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storing_many_intents_at_once_answers_each_as_if_alone() {
+    let scratch = ScratchGuard::create().await;
+    let mut conn = scratch.connect().await;
+    let ids = claimed_payments(&mut conn, "public:i", 3).await;
+    let (fresh, stored, taken) = (ids[0], ids[1], ids[2]);
+    let first = shared::state_machine::change::intents_created(
+        &mut conn,
+        "w1",
+        &[(stored, "pi_first", Some("pi_first_secret"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        first[0].as_ref().unwrap().row.stripe_id.as_deref(),
+        Some("pi_first")
+    );
+    diesel::sql_query("UPDATE transactions SET lease_owner = 'w2' WHERE id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(taken)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let asked = [
+        (taken, "pi_taken", None),
+        (fresh, "pi_fresh", Some("pi_fresh_secret")),
+        (stored, "pi_second", Some("pi_second_secret")),
+    ];
+    let answers = shared::state_machine::change::intents_created(&mut conn, "w1", &asked)
+        .await
+        .unwrap();
+    let [taken_now, fresh_now, stored_now] = [0, 1, 2].map(|i| answers[i].clone().unwrap());
+    assert!(!taken_now.applied);
+    assert!(taken_now.row.stripe_id.is_none());
+    assert!(fresh_now.applied);
+    assert_eq!(fresh_now.row.stripe_id.as_deref(), Some("pi_fresh"));
+    assert_eq!(
+        fresh_now.row.client_secret.as_deref(),
+        Some("pi_fresh_secret")
+    );
+    assert_eq!(
+        fresh_now.row.lease_owner.as_deref(),
+        Some("w1"),
+        "the lease is kept"
+    );
+    assert_eq!(
+        stored_now.row.stripe_id.as_deref(),
+        Some("pi_first"),
+        "the first id stays"
+    );
+    assert_eq!(
+        stored_now.row.client_secret.as_deref(),
+        Some("pi_first_secret")
+    );
+    // No change of state, no event.
+    assert_eq!(
+        kinds(&mut conn, fresh).await,
+        ["payment.pending", "payment.processing"]
+    );
+    scratch.remove().await;
+}
+
+/// The api inserts the payments POSTed together in one statement: each is a new row, or the
+/// one its key made (before, or earlier in the same statement), in the order given; only new
+/// rows write their `payment.pending` event; a value one row holds refuses them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserting_many_at_once_answers_each_as_if_alone() {
+    let scratch = ScratchGuard::create().await;
+    let mut conn = scratch.connect().await;
+    let Inserted::Created(before) = txq::insert(&mut conn, &new_transaction("public:k0"))
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh key made a row");
+    };
+    let mut keyless = new_transaction("unused");
+    keyless.request_key = None;
+    keyless.request_fingerprint = None;
+    let news = [
+        new_transaction("public:k1"),
+        new_transaction("public:k2"),
+        new_transaction("public:k1"),
+        new_transaction("public:k0"),
+        keyless,
+    ];
+    let answers = txq::insert_many(&mut conn, &news).await.unwrap();
+    let (created, existing): (Vec<_>, Vec<_>) = answers
+        .iter()
+        .enumerate()
+        .partition(|(_, a)| matches!(a, Inserted::Created(_)));
+    let created: Vec<usize> = created.into_iter().map(|(i, _)| i).collect();
+    assert_eq!(created, [0, 1, 4]);
+    assert_eq!(existing.len(), 2);
+    let row = |a: &Inserted| match a {
+        Inserted::Created(r) | Inserted::Existing(r) => r.clone(),
+    };
+    for i in [0, 1, 4] {
+        assert_eq!(row(&answers[i]).id, news[i].id);
+        assert_eq!(kinds(&mut conn, news[i].id).await, ["payment.pending"]);
+    }
+    assert_eq!(
+        row(&answers[2]).id,
+        news[0].id,
+        "the same key, earlier in the round"
+    );
+    assert_eq!(row(&answers[3]).id, before.id, "the same key, before");
+    assert!(kinds(&mut conn, news[2].id).await.is_empty());
+
+    // One row's key is not derived from its id: the statement, and so every row, is refused.
+    let mut bad = new_transaction("public:bad");
+    bad.stripe_idempotency_key = NewTransaction::stripe_key_for(Uuid::new_v4());
+    let good = new_transaction("public:good");
+    assert!(
+        txq::insert_many(&mut conn, &[good.clone(), bad])
+            .await
+            .is_err()
+    );
+    assert!(txq::find(&mut conn, good.id).await.unwrap().is_none());
+    scratch.remove().await;
+}
+
 /// A group commit of writes is all or nothing: when one of them fails, none is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_committed_together_roll_back_together() {

@@ -1,23 +1,24 @@
 //! Group commit: the Postgres writes that the worker's jobs make at the same moment go to
 //! Postgres together, each still decided per payment.
 //!
-//! A job asks, and waits for its own answer. Rounds run side by side, a few at a time (half the
-//! pool each for claims and for writes); whenever one may start, it takes whatever asks have
-//! queued (up to `WORKER_BATCH_MAX`, 128) and sends them at once:
+//! A job asks and waits for its own answer; rounds (`shared::rounds`) take whatever asks have
+//! queued, up to `WORKER_BATCH_MAX` (128), and send them at once:
 //!
 //! - **claims** as one statement ([`change::claim_many`]): one round trip and one commit for
 //!   the whole batch apalis handed over;
-//! - **writes** (an intent's id stored, an outcome recorded, a canceled intent noted) as one
-//!   transaction of their own statements, in id order: one commit (one WAL flush) for all.
+//! - **writes** by kind: the intents' ids stored as one statement
+//!   ([`change::intents_created`], its commit waiting for its WAL flush), the outcomes recorded
+//!   as another ([`change::record_many`]); a canceled intent, rare, is noted alone. One
+//!   statement, one round trip and one commit for a kind's whole round, where each write alone
+//!   cost Postgres a statement's fixed cost, most of what a payment cost it
+//!   (`bench/src/fixes.md`).
 //!
-//! Under light load a round holds one ask, starts at once and costs what the single statement
-//! did; under load, while every round's place is taken, asks queue and the next rounds grow,
-//! and Postgres does one commit where it did dozens. Nothing is acknowledged
-//! before its commit: a job learns its answer only after the round committed, so a crash
-//! loses no more than it did write by write (the guarantees of docs/reliability.md hold as
-//! they are: each row's statement is the one it was). A round that fails as a whole (a lost
-//! connection, one statement's error aborting the transaction) is run again ask by ask, so
-//! one payment's trouble is never its neighbours'.
+//! Nothing is acknowledged before its commit: a job learns its answer only after the round
+//! committed, so a crash loses no more than it did write by write (the guarantees of docs/reliability.md hold as
+//! they are: each row is written by the same guarded update, with its own values, and one
+//! write alone is that statement over one row). A round that fails as a whole (a lost
+//! connection, one row's value refused) is run again ask by ask, so one payment's trouble is
+//! never its neighbours'.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,15 +26,14 @@ use std::time::Duration;
 
 use shared::db::PgPool;
 use shared::models::Transaction;
+use shared::rounds::{self, Reply};
 use shared::state_machine::change::{self, Change, NotClaimed, Transition};
 use shared::state_machine::outcome::Outcome;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// Why an ask got no answer from Postgres.
-pub type BatchError = String;
-
-type Reply<T> = oneshot::Sender<Result<T, BatchError>>;
+pub type BatchError = rounds::RoundError;
 
 struct ClaimAsk {
     id: Uuid,
@@ -64,50 +64,42 @@ pub struct Batches {
     writes: mpsc::Sender<WriteAsk>,
 }
 
+const METRIC: &str = "payments_worker_batch_size";
+
 impl Batches {
     /// Starts the rounds of claims and of writes for `owner` with `lease`: at most `max` asks
     /// a round (1: each alone), at most `parallel` rounds of each kind at once (each holds a
     /// pooled connection while it runs).
     pub fn start(db: PgPool, owner: String, lease: Duration, max: usize, parallel: usize) -> Self {
-        let rounds = Rounds {
+        let me = Rounds {
             db,
             owner: Arc::from(owner),
             lease,
-            max: max.max(1),
-            parallel: parallel.max(1),
         };
-        let (claims, claim_rx) = mpsc::channel(rounds.max * 8);
-        let (writes, write_rx) = mpsc::channel(rounds.max * 8);
-        tokio::spawn(rounds.clone().claims(claim_rx));
-        tokio::spawn(rounds.writes(write_rx));
+        let claims = {
+            let me = me.clone();
+            rounds::start(METRIC, "claim", max, parallel, move |asks| {
+                let me = me.clone();
+                async move { me.claim_round(asks).await }
+            })
+        };
+        let writes = rounds::start(METRIC, "write", max, parallel, move |asks| {
+            let me = me.clone();
+            async move { me.write_round(asks).await }
+        });
         Self { claims, writes }
     }
 
     /// [`change::claim`] of `id`, claimed together with whatever other jobs claim meanwhile.
     pub async fn claim(&self, id: Uuid) -> Result<Result<Transaction, NotClaimed>, BatchError> {
-        let (reply, answer) = oneshot::channel();
-        ask(&self.claims, ClaimAsk { id, reply }, answer).await
+        rounds::ask(&self.claims, |reply| ClaimAsk { id, reply }).await
     }
 
     /// [`change::change`] of `id` by this worker, committed together with the other writes
     /// asked meanwhile.
     pub async fn write(&self, id: Uuid, write: Write) -> Result<Option<Change>, BatchError> {
-        let (reply, answer) = oneshot::channel();
-        ask(&self.writes, WriteAsk { id, write, reply }, answer).await
+        rounds::ask(&self.writes, |reply| WriteAsk { id, write, reply }).await
     }
-}
-
-async fn ask<A, T>(
-    to: &mpsc::Sender<A>,
-    a: A,
-    answer: oneshot::Receiver<Result<T, BatchError>>,
-) -> Result<T, BatchError> {
-    to.send(a)
-        .await
-        .map_err(|_| "the worker is stopping".to_owned())?;
-    answer
-        .await
-        .map_err(|_| "the round ended without an answer".to_owned())?
 }
 
 /// What every round needs.
@@ -116,59 +108,9 @@ struct Rounds {
     db: PgPool,
     owner: Arc<str>,
     lease: Duration,
-    max: usize,
-    parallel: usize,
 }
 
 impl Rounds {
-    /// Takes the asks of a round whenever one of `parallel` places is free, and runs it.
-    async fn run<A: Send + 'static, F, Fut>(
-        &self,
-        mut rx: mpsc::Receiver<A>,
-        kind: &'static str,
-        round: F,
-    ) where
-        F: Fn(Rounds, Vec<A>) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let places = Arc::new(Semaphore::new(self.parallel));
-        let round = Arc::new(round);
-        loop {
-            let Ok(place) = places.clone().acquire_owned().await else {
-                return;
-            };
-            let mut asks = Vec::with_capacity(self.max);
-            if rx.recv_many(&mut asks, self.max).await == 0 {
-                return;
-            }
-            metrics::histogram!("payments_worker_batch_size", "kind" => kind)
-                .record(asks.len() as f64);
-            let (me, round) = (self.clone(), round.clone());
-            tokio::spawn(async move {
-                round(me, asks).await;
-                drop(place);
-            });
-        }
-    }
-
-    async fn claims(self, rx: mpsc::Receiver<ClaimAsk>) {
-        self.run(
-            rx,
-            "claim",
-            |me, asks| async move { me.claim_round(asks).await },
-        )
-        .await;
-    }
-
-    async fn writes(self, rx: mpsc::Receiver<WriteAsk>) {
-        self.run(
-            rx,
-            "write",
-            |me, asks| async move { me.write_round(asks).await },
-        )
-        .await;
-    }
-
     async fn claim_round(&self, round: Vec<ClaimAsk>) {
         // Two deliveries of one job in a round: the first is claimed with the others, the
         // second finds it leased, as it would have a moment later.
@@ -203,38 +145,79 @@ impl Rounds {
         }
     }
 
-    async fn write_round(&self, mut round: Vec<WriteAsk>) {
-        // The order every statement locks rows in (see `statements.rs`).
-        round.sort_by_key(|a| a.id);
-        if round.len() > 1
-            && let Ok(changes) = write_together(&self.db, &self.owner, &round).await
-        {
-            for (a, c) in round.into_iter().zip(changes) {
-                let _ = a.reply.send(Ok(c));
-            }
-            return;
+    async fn write_round(&self, round: Vec<WriteAsk>) {
+        // A payment has one write in flight (its job waits for each answer); should a round
+        // hold two, the second goes alone, after the first.
+        let mut seen = HashSet::with_capacity(round.len());
+        let (first, repeats): (Vec<_>, Vec<_>) = round.into_iter().partition(|a| seen.insert(a.id));
+        let (intents, rest): (Vec<_>, Vec<_>) = first
+            .into_iter()
+            .partition(|a| matches!(a.write, Write::IntentCreated { .. }));
+        let (records, alone): (Vec<_>, Vec<_>) = rest
+            .into_iter()
+            .partition(|a| matches!(a.write, Write::Record(_)));
+        // Intents first: their jobs confirm next. Each kind is one statement of its own, so
+        // each locks its rows in one pass, in id order (see `statements.rs`).
+        for kind in [intents, records] {
+            let kind = match write_together(&self.db, &self.owner, &kind).await {
+                Ok(changes) => {
+                    for (a, c) in kind.into_iter().zip(changes) {
+                        let _ = a.reply.send(Ok(c));
+                    }
+                    continue;
+                }
+                Err(_) => kind,
+            };
+            self.each_alone(kind).await;
         }
-        // Alone; or again, each alone, after the round failed as a whole.
-        for a in round {
+        self.each_alone(alone).await;
+        self.each_alone(repeats).await;
+    }
+
+    /// Alone; or again, each alone, after its round failed as a whole.
+    async fn each_alone(&self, asks: Vec<WriteAsk>) {
+        for a in asks {
             let answer = write_alone(&self.db, &self.owner, a.id, &a.write).await;
             let _ = a.reply.send(answer);
         }
     }
 }
 
+/// The writes of one kind (intents or outcomes), for different payments, as one statement.
 async fn write_together(
     db: &PgPool,
     owner: &str,
     round: &[WriteAsk],
 ) -> Result<Vec<Option<Change>>, BatchError> {
+    if round.len() < 2 {
+        return Err("alone".to_owned());
+    }
     let mut conn = db.get().await.map_err(|e| format!("postgres: {e}"))?;
-    let changes: Vec<_> = round
+    let intents: Vec<_> = round
         .iter()
-        .map(|a| (a.id, transition(owner, &a.write)))
+        .filter_map(|a| match &a.write {
+            Write::IntentCreated {
+                stripe_id,
+                client_secret,
+            } => Some((a.id, stripe_id.as_str(), client_secret.as_deref())),
+            _ => None,
+        })
         .collect();
-    change::change_all(&mut conn, &changes, needs_disk(round.iter().map(|a| &a.write)))
-        .await
-        .map_err(|e| {
+    let outcomes: Vec<_> = round
+        .iter()
+        .filter_map(|a| match &a.write {
+            Write::Record(outcome) => Some((a.id, outcome)),
+            _ => None,
+        })
+        .collect();
+    let written = if intents.len() == round.len() {
+        change::intents_created(&mut conn, owner, &intents).await
+    } else if outcomes.len() == round.len() {
+        change::record_many(&mut conn, owner, &outcomes).await
+    } else {
+        return Err("a round of writes mixes kinds".to_owned());
+    };
+    written.map_err(|e| {
         tracing::warn!(error = %e, asks = round.len(), "a round of writes failed; each is tried alone");
         format!("postgres: {e}")
     })

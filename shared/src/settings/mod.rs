@@ -67,6 +67,9 @@ pub struct HttpSettings {
     /// each checkout session's `url`. Unset: `http://` and the request's `Host`, which only
     /// suits development.
     pub public_url: Option<String>,
+    /// The most new payments one insert sends (`API_INSERT_BATCH_MAX`, 64; 1: each alone): the
+    /// payments POSTed at the same moment are inserted together (`api/src/inserts.rs`).
+    pub insert_batch_max: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -405,6 +408,14 @@ impl Settings {
                         }
                     })
                     .transpose()?,
+                insert_batch_max: match v.parsed("API_INSERT_BATCH_MAX", 64)? {
+                    0 => {
+                        return Err(SettingsError(
+                            "API_INSERT_BATCH_MAX must be at least 1".into(),
+                        ));
+                    }
+                    n => n,
+                },
             },
             merchant_webhooks: webhooks::read(&v)?,
         };

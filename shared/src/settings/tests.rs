@@ -219,6 +219,17 @@ fn the_workers_group_commit_and_commit_durability_are_read() {
 }
 
 #[test]
+fn the_apis_group_insert_is_read() {
+    assert_eq!(from(&[]).unwrap().http.insert_batch_max, 64);
+    let s = from(&[("API_INSERT_BATCH_MAX", "1")]).unwrap();
+    assert_eq!(s.http.insert_batch_max, 1);
+    assert_eq!(
+        error(&[("API_INSERT_BATCH_MAX", "0")]),
+        "API_INSERT_BATCH_MAX must be at least 1"
+    );
+}
+
+#[test]
 fn the_bound_on_open_stripe_requests_is_read() {
     assert_eq!(from(&[]).unwrap().stripe.max_concurrent_requests, 512);
     let s = from(&[("STRIPE_MAX_CONCURRENT_REQUESTS", "8")]).unwrap();

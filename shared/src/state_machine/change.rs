@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::TxState;
 use super::outcome::Outcome;
 use super::statements::{
-    Canceled, Caused, ChangeRow, ClaimMany, Correct, DueNow, IntentCreated, Record, Renew,
+    Canceled, Caused, ChangeRow, ClaimMany, Correct, DueNow, IntentsCreated, RecordMany, Renew,
     StripeAction,
 };
 use crate::db::{DbResult, interval};
@@ -130,7 +130,7 @@ impl Transition<'_> {
             | Transition::Renew { owner, .. }
             | Transition::IntentCreated { owner, .. }
             | Transition::Record { owner, .. }
-            | Transition::Canceled { owner } => format!("worker {owner}"),
+            | Transition::Canceled { owner } => worker_cause(owner),
             Transition::FromStripe {
                 source: Source::Webhook,
                 stripe_event: Some(event),
@@ -141,6 +141,10 @@ impl Transition<'_> {
             Transition::DueNow => "ops".to_owned(),
         }
     }
+}
+
+fn worker_cause(owner: &str) -> String {
+    format!("worker {owner}")
 }
 
 /// Applies `transition` to transaction `id`. `None`: no such transaction (or a transition that
@@ -175,18 +179,11 @@ pub async fn change(
             stripe_id,
             client_secret,
         } => {
-            let s = IntentCreated {
-                id,
-                owner,
-                stripe_id,
-                client_secret,
-            };
+            let s = IntentsCreated::new(owner, &[(id, stripe_id, client_secret)]);
             run(conn, s, &cause).await?
         }
         Transition::Record { owner, outcome } => {
-            let mut update = outcome.update();
-            update.holder_only = true;
-            let s = Record { id, owner, update };
+            let s = RecordMany::new(owner, &[(id, held(outcome))]);
             let recorded = run(conn, s, &cause).await?;
             correct_if_failed(conn, id, recorded, outcome, Source::Worker, &cause).await?
         }
@@ -194,12 +191,7 @@ pub async fn change(
             outcome, source, ..
         } => match outcome {
             Outcome::Complete { .. } | Outcome::Failed { .. } => {
-                let update = outcome.update();
-                let s = Record {
-                    id,
-                    owner: WEBHOOK_OWNER,
-                    update,
-                };
+                let s = RecordMany::new(WEBHOOK_OWNER, &[(id, outcome.update())]);
                 let recorded = run(conn, s, &cause).await?;
                 correct_if_failed(conn, id, recorded, outcome, source, &cause).await?
             }
@@ -233,14 +225,67 @@ pub async fn change(
             run(conn, s, &cause).await?
         }
     };
-    if let Some(c) = &changed
+    note_correction(&changed);
+    Ok(changed)
+}
+
+/// A worker's record: only while it holds the lease.
+fn held(outcome: &Outcome) -> super::outcome::Update<'_> {
+    let mut update = outcome.update();
+    update.holder_only = true;
+    update
+}
+
+fn note_correction(changed: &Option<Change>) {
+    if let Some(c) = changed
         && c.is_correction()
     {
         metrics::counter!("payments_corrections_total").increment(1);
-        tracing::warn!(transaction_id = %id, stripe_id = c.row.stripe_id.as_deref(),
+        tracing::warn!(transaction_id = %c.row.id, stripe_id = c.row.stripe_id.as_deref(),
             "payment recorded failed was charged by Stripe: corrected to complete");
     }
-    Ok(changed)
+}
+
+/// [`Transition::Record`] by `owner` of every `(id, outcome)`, in one statement (one round trip,
+/// one commit): the worker's group commit of a round's outcomes (`worker/src/batch.rs`). Each
+/// row is written, or not, exactly as [`change`] alone would (a `complete` that finds the
+/// payment `failed` is then the correction, in a statement of its own); the answers come back
+/// in the order given. `outcomes` must not name a payment twice.
+pub async fn record_many(
+    conn: &mut AsyncPgConnection,
+    owner: &str,
+    outcomes: &[(Uuid, &Outcome)],
+) -> DbResult<Vec<Option<Change>>> {
+    let cause = worker_cause(owner);
+    let updates: Vec<_> = outcomes.iter().map(|(id, o)| (*id, held(o))).collect();
+    let recorded = run_many(conn, RecordMany::new(owner, &updates), &cause).await?;
+    let mut answers = Vec::with_capacity(outcomes.len());
+    for ((id, outcome), recorded) in outcomes.iter().zip(recorded) {
+        let changed =
+            correct_if_failed(conn, *id, recorded, outcome, Source::Worker, &cause).await?;
+        note_correction(&changed);
+        answers.push(changed);
+    }
+    Ok(answers)
+}
+
+/// [`Transition::IntentCreated`] by `owner` of every `(id, intent id, client secret)`, in one
+/// statement whose commit waits for its WAL flush whatever the connection's
+/// `synchronous_commit` (an intent's id must be on disk before the intent is confirmed). The
+/// answers come back in the order given; `intents` must not name a payment twice.
+pub async fn intents_created(
+    conn: &mut AsyncPgConnection,
+    owner: &str,
+    intents: &[(Uuid, &str, Option<&str>)],
+) -> DbResult<Vec<Option<Change>>> {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let cause = worker_cause(owner);
+    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+        conn.batch_execute("SET LOCAL synchronous_commit = on")
+            .await?;
+        run_many(conn, IntentsCreated::new(owner, intents), &cause).await
+    })
+    .await
 }
 
 /// [`change`] of each `(id, transition)` in turn, all in one transaction: one commit for all
@@ -275,6 +320,24 @@ where
     let caused = Caused { statement, cause };
     let row: Option<ChangeRow> = Prepared(caused).get_result(conn).await.optional()?;
     Ok(row.map(from))
+}
+
+/// A statement over many rows (`id = ANY($1)`, `$1` the ids): its changes, in the order of
+/// `ids`; `None` for a payment that does not exist.
+async fn run_many<S>(
+    conn: &mut AsyncPgConnection,
+    statement: S,
+    cause: &str,
+) -> DbResult<Vec<Option<Change>>>
+where
+    S: crate::prepared::FixedSql + super::statements::ManyRows + Send,
+{
+    let ids = statement.ids().to_vec();
+    let caused = Caused { statement, cause };
+    let rows: Vec<ChangeRow> = Prepared(caused).load(conn).await?;
+    let mut by_id: std::collections::HashMap<Uuid, Change> =
+        rows.into_iter().map(|r| (r.row.id, from(r))).collect();
+    Ok(ids.iter().map(|id| by_id.remove(id)).collect())
 }
 
 /// Stripe's `succeeded` always wins: a `complete` that found the payment `failed` becomes the
@@ -348,20 +411,15 @@ pub async fn claim_many(
         "claim_many: repeated id"
     );
     let cause = Transition::Claim { owner, lease }.cause();
-    let s = Caused {
-        statement: ClaimMany {
-            ids,
-            owner,
-            lease: interval(lease),
-        },
-        cause: &cause,
+    let s = ClaimMany {
+        ids,
+        owner,
+        lease: interval(lease),
     };
-    let rows: Vec<ChangeRow> = Prepared(s).load(conn).await?;
-    let mut by_id: std::collections::HashMap<Uuid, Change> =
-        rows.into_iter().map(|r| (r.row.id, from(r))).collect();
-    Ok(ids
-        .iter()
-        .map(|id| by_id.remove(id).map_or(Err(NotClaimed::Missing), claimed))
+    let changes = run_many(conn, s, &cause).await?;
+    Ok(changes
+        .into_iter()
+        .map(|c| c.map_or(Err(NotClaimed::Missing), claimed))
         .collect())
 }
 

@@ -34,24 +34,38 @@ pub(super) struct ChangeRow {
 /// correction's records); the result is the updated row, or else the row unchanged.
 macro_rules! guarded {
     ($set:expr, $guard:expr) => {
-        guarded!(@rows "id = $1", $set, $guard, "")
+        guarded!(@full "", "id = $1", "cur", $set, $guard, "")
     };
     ($set:expr, $guard:expr, $also:expr) => {
-        guarded!(@rows "id = $1", $set, $guard, $also)
+        guarded!(@full "", "id = $1", "cur", $set, $guard, $also)
     };
     // `$rows` picks the rows (`ClaimMany`: several at once). They are locked in id order, the
     // order every statement and every group commit (the worker's `batch`) locks in, so two
     // of them never wait for each other in a circle.
     (@rows $rows:expr, $set:expr, $guard:expr, $also:expr) => {
+        guarded!(@full "", $rows, "cur", $set, $guard, $also)
+    };
+    // One change per row of `i`, a CTE of one row per payment (`id` and what to write: `$set`
+    // and `$guard` read it as `i.`), for the rows `id = ANY($1)`: many payments, each with its
+    // own values, in one statement.
+    (@each $input:expr, $set:expr, $guard:expr) => {
+        guarded!(@full concat!("i AS (", $input, "), "), "id = ANY($1)",
+                 "cur JOIN i ON i.id = cur.id", $set, $guard, "")
+    };
+    (@full $with:expr, $rows:expr, $from:expr, $set:expr, $guard:expr, $also:expr) => {
         concat!(
-            "WITH cur AS (SELECT * FROM transactions WHERE ",
+            "WITH ",
+            $with,
+            "cur AS (SELECT * FROM transactions WHERE ",
             $rows,
             " ORDER BY id FOR UPDATE),
                   upd AS (UPDATE transactions t SET ",
             $set,
             // The rows' own condition again on `t`: the planner then finds them by the primary
             // key, where joining `cur` alone (of unknown size) made it scan the whole table.
-            " FROM cur WHERE t.",
+            " FROM ",
+            $from,
+            " WHERE t.",
             $rows,
             " AND t.id = cur.id AND ",
             $guard,
@@ -68,6 +82,29 @@ macro_rules! guarded {
              WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.id = cur.id)"
         )
     };
+}
+
+/// A statement over the rows `id = ANY($1)`: those ids.
+pub(super) trait ManyRows {
+    fn ids(&self) -> &[Uuid];
+}
+
+impl ManyRows for ClaimMany<'_> {
+    fn ids(&self) -> &[Uuid] {
+        self.ids
+    }
+}
+
+impl ManyRows for RecordMany<'_> {
+    fn ids(&self) -> &[Uuid] {
+        &self.ids
+    }
+}
+
+impl ManyRows for IntentsCreated<'_> {
+    fn ids(&self) -> &[Uuid] {
+        &self.ids
+    }
 }
 
 /// The placeholder every change statement's event takes its cause from.
@@ -157,61 +194,132 @@ impl FixedSql for ClaimMany<'_> {
     }
 }
 
-pub(super) struct Record<'a> {
-    pub id: Uuid,
-    pub owner: &'a str,
-    pub update: Update<'a>,
+/// What Stripe decided, written for every payment in `ids` (each its own [`Update`]), in one
+/// statement: the worker records the outcomes of a round of charges together
+/// (`worker/src/batch.rs`); a webhook or the reconciler records one. An update that is
+/// `holder_only` applies only while `owner` holds the lease (a worker's record; Stripe's word
+/// from outside an attempt writes whoever holds it).
+pub(super) struct RecordMany<'a> {
+    ids: Vec<Uuid>,
+    owner: &'a str,
+    state: Vec<Option<TxState>>,
+    stripe_id: Vec<Option<&'a str>>,
+    client_secret: Vec<Option<&'a str>>,
+    error_code: Vec<Option<&'a str>>,
+    error_decline_code: Vec<Option<&'a str>>,
+    error_message: Vec<Option<&'a str>>,
+    reason: Vec<Option<&'a str>>,
+    due_in_ms: Vec<Option<i64>>,
+    /// The states each row may be in, comma-joined (Postgres has no arrays of arrays of
+    /// differing lengths).
+    from: Vec<String>,
+    outcome_unknown: Vec<bool>,
+    cancel_intent: Vec<bool>,
+    canceled: Vec<bool>,
+    give_back_attempt: Vec<bool>,
+    holder_only: Vec<bool>,
 }
 
-impl FixedSql for Record<'_> {
-    type Id = Record<'static>;
+impl<'a> RecordMany<'a> {
+    /// `updates` must not name a payment twice (two updates of one row in one statement).
+    pub fn new(owner: &'a str, updates: &[(Uuid, Update<'a>)]) -> Self {
+        let col = |f: &dyn Fn(&Update<'a>) -> Option<&'a str>| -> Vec<Option<&'a str>> {
+            updates.iter().map(|(_, u)| f(u)).collect()
+        };
+        let flag = |f: &dyn Fn(&Update<'a>) -> bool| -> Vec<bool> {
+            updates.iter().map(|(_, u)| f(u)).collect()
+        };
+        Self {
+            ids: updates.iter().map(|(id, _)| *id).collect(),
+            owner,
+            state: updates.iter().map(|(_, u)| u.state).collect(),
+            stripe_id: col(&|u| u.stripe_id),
+            client_secret: col(&|u| u.client_secret),
+            error_code: col(&|u| u.error_code),
+            error_decline_code: col(&|u| u.error_decline_code),
+            error_message: col(&|u| u.error_message),
+            reason: col(&|u| u.reason),
+            due_in_ms: updates.iter().map(|(_, u)| u.due_in_ms).collect(),
+            from: updates
+                .iter()
+                .map(|(_, u)| {
+                    let states: Vec<&str> = u.from.iter().map(|s| s.as_str()).collect();
+                    states.join(",")
+                })
+                .collect(),
+            outcome_unknown: flag(&|u| u.outcome_unknown),
+            cancel_intent: flag(&|u| u.cancel_intent),
+            canceled: flag(&|u| u.canceled),
+            give_back_attempt: flag(&|u| u.give_back_attempt),
+            holder_only: flag(&|u| u.holder_only),
+        }
+    }
+}
+
+impl FixedSql for RecordMany<'_> {
+    type Id = RecordMany<'static>;
     const SQL: &'static str = guarded!(
-        "state = COALESCE($3, t.state),
-         stripe_id = COALESCE($4, t.stripe_id),
-         client_secret = COALESCE($5, t.client_secret),
+        @each
+        "SELECT * FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                              $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[],
+                              $12::bool[], $13::bool[], $14::bool[], $15::bool[], $16::bool[])
+             AS i(id, state, stripe_id, client_secret, error_code, error_decline_code,
+                  error_message, reason, due_in_ms, from_states, outcome_unknown,
+                  cancel_intent, canceled, give_back_attempt, holder_only)",
+        "state = COALESCE(i.state, t.state),
+         stripe_id = COALESCE(i.stripe_id, t.stripe_id),
+         client_secret = COALESCE(i.client_secret, t.client_secret),
          -- a retry (state kept) keeps the customer-facing error of a failed payment it cancels
-         error_code = CASE WHEN $3 IS NULL THEN t.error_code ELSE $6 END,
-         error_decline_code = CASE WHEN $3 IS NULL THEN t.error_decline_code ELSE $7 END,
-         error_message = CASE WHEN $3 IS NULL THEN t.error_message ELSE $8 END,
-         last_error = COALESCE($9, t.last_error),
-         next_attempt_at = CASE WHEN $10::bigint IS NULL THEN t.next_attempt_at
-                                ELSE now() + $10::bigint * interval '1 millisecond' END,
-         outcome_unknown_since = CASE WHEN $13 THEN COALESCE(t.outcome_unknown_since, now())
+         error_code = CASE WHEN i.state IS NULL THEN t.error_code ELSE i.error_code END,
+         error_decline_code = CASE WHEN i.state IS NULL THEN t.error_decline_code
+                                   ELSE i.error_decline_code END,
+         error_message = CASE WHEN i.state IS NULL THEN t.error_message ELSE i.error_message END,
+         last_error = COALESCE(i.reason, t.last_error),
+         next_attempt_at = CASE WHEN i.due_in_ms IS NULL THEN t.next_attempt_at
+                                ELSE now() + i.due_in_ms * interval '1 millisecond' END,
+         outcome_unknown_since = CASE WHEN i.outcome_unknown
+                                      THEN COALESCE(t.outcome_unknown_since, now())
                                       ELSE NULL END,
-         requires_action_since = CASE WHEN $3 = 'requires_action'
+         requires_action_since = CASE WHEN i.state = 'requires_action'
                                       THEN COALESCE(t.requires_action_since, now())
                                       ELSE t.requires_action_since END,
-         cancel_requested_at = CASE WHEN $14 THEN COALESCE(t.cancel_requested_at, now())
+         cancel_requested_at = CASE WHEN i.cancel_intent
+                                    THEN COALESCE(t.cancel_requested_at, now())
                                     ELSE t.cancel_requested_at END,
-         canceled_at = CASE WHEN $15 THEN COALESCE(t.canceled_at, now()) ELSE t.canceled_at END,
+         canceled_at = CASE WHEN i.canceled THEN COALESCE(t.canceled_at, now())
+                            ELSE t.canceled_at END,
          -- only a charge attempt the claim counted is given back
-         attempts = CASE WHEN $16 AND t.state = 'processing' AND t.outcome_unknown_since IS NULL
+         attempts = CASE WHEN i.give_back_attempt AND t.state = 'processing'
+                              AND t.outcome_unknown_since IS NULL
                          THEN GREATEST(t.attempts - 1, 0) ELSE t.attempts END,
          lease_owner = NULL,
          lease_expires_at = NULL,
          updated_at = now()",
-        concat!("cur.state = ANY($11) AND (NOT $12 OR (", holder!(), "))")
+        concat!(
+            "cur.state = ANY(string_to_array(i.from_states, ',')) AND (NOT i.holder_only OR (",
+            holder!(),
+            "))"
+        )
     );
 
     fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let u = &self.update;
         match n {
-            1 => out.push_bind_param::<SqlUuid, _>(&self.id),
+            1 => out.push_bind_param::<Array<SqlUuid>, _>(&self.ids),
             2 => out.push_bind_param::<Text, _>(self.owner),
-            3 => out.push_bind_param::<Nullable<Text>, _>(&u.state),
-            4 => out.push_bind_param::<Nullable<Text>, _>(&u.stripe_id),
-            5 => out.push_bind_param::<Nullable<Text>, _>(&u.client_secret),
-            6 => out.push_bind_param::<Nullable<Text>, _>(&u.error_code),
-            7 => out.push_bind_param::<Nullable<Text>, _>(&u.error_decline_code),
-            8 => out.push_bind_param::<Nullable<Text>, _>(&u.error_message),
-            9 => out.push_bind_param::<Nullable<Text>, _>(&u.reason),
-            10 => out.push_bind_param::<Nullable<BigInt>, _>(&u.due_in_ms),
-            11 => out.push_bind_param::<Array<Text>, _>(u.from),
-            12 => out.push_bind_param::<Bool, _>(&u.holder_only),
-            13 => out.push_bind_param::<Bool, _>(&u.outcome_unknown),
-            14 => out.push_bind_param::<Bool, _>(&u.cancel_intent),
-            15 => out.push_bind_param::<Bool, _>(&u.canceled),
-            16 => out.push_bind_param::<Bool, _>(&u.give_back_attempt),
+            3 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.state),
+            4 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.stripe_id),
+            5 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.client_secret),
+            6 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.error_code),
+            7 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.error_decline_code),
+            8 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.error_message),
+            9 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.reason),
+            10 => out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.due_in_ms),
+            11 => out.push_bind_param::<Array<Text>, _>(&self.from),
+            12 => out.push_bind_param::<Array<Bool>, _>(&self.outcome_unknown),
+            13 => out.push_bind_param::<Array<Bool>, _>(&self.cancel_intent),
+            14 => out.push_bind_param::<Array<Bool>, _>(&self.canceled),
+            15 => out.push_bind_param::<Array<Bool>, _>(&self.give_back_attempt),
+            16 => out.push_bind_param::<Array<Bool>, _>(&self.holder_only),
             _ => Err(no_parameter(n)),
         }
     }
@@ -343,31 +451,47 @@ impl FixedSql for Renew<'_> {
     }
 }
 
-/// The holder stores the id of the intent it created, before confirming it: every later
-/// doubt about the payment is then a retrieve by id. An id already stored stays (a second
-/// create under an expired key made an intent nobody will confirm).
-pub(super) struct IntentCreated<'a> {
-    pub id: Uuid,
-    pub owner: &'a str,
-    pub stripe_id: &'a str,
-    pub client_secret: Option<&'a str>,
+/// The holder stores the id of the intent it created, before confirming it, for every payment
+/// in `ids` (the worker stores a round's together): every later doubt about the payment is
+/// then a retrieve by id. An id already stored stays (a second create under an expired key
+/// made an intent nobody will confirm).
+pub(super) struct IntentsCreated<'a> {
+    ids: Vec<Uuid>,
+    owner: &'a str,
+    stripe_id: Vec<&'a str>,
+    client_secret: Vec<Option<&'a str>>,
 }
 
-impl FixedSql for IntentCreated<'_> {
-    type Id = IntentCreated<'static>;
+impl<'a> IntentsCreated<'a> {
+    /// `intents` (payment, intent id, client secret) must not name a payment twice.
+    pub fn new(owner: &'a str, intents: &[(Uuid, &'a str, Option<&'a str>)]) -> Self {
+        Self {
+            ids: intents.iter().map(|i| i.0).collect(),
+            owner,
+            stripe_id: intents.iter().map(|i| i.1).collect(),
+            client_secret: intents.iter().map(|i| i.2).collect(),
+        }
+    }
+}
+
+impl FixedSql for IntentsCreated<'_> {
+    type Id = IntentsCreated<'static>;
     const SQL: &'static str = guarded!(
-        "stripe_id = COALESCE(t.stripe_id, $3),
-         client_secret = COALESCE(t.client_secret, $4),
+        @each
+        "SELECT * FROM unnest($1::uuid[], $3::text[], $4::text[])
+             AS i(id, stripe_id, client_secret)",
+        "stripe_id = COALESCE(t.stripe_id, i.stripe_id),
+         client_secret = COALESCE(t.client_secret, i.client_secret),
          updated_at = now()",
         concat!("cur.", unfinished_sql!(), " AND ", holder!())
     );
 
     fn bind<'b>(&'b self, n: usize, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         match n {
-            1 => out.push_bind_param::<SqlUuid, _>(&self.id),
+            1 => out.push_bind_param::<Array<SqlUuid>, _>(&self.ids),
             2 => out.push_bind_param::<Text, _>(self.owner),
-            3 => out.push_bind_param::<Text, _>(self.stripe_id),
-            4 => out.push_bind_param::<Nullable<Text>, _>(&self.client_secret),
+            3 => out.push_bind_param::<Array<Text>, _>(&self.stripe_id),
+            4 => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.client_secret),
             _ => Err(no_parameter(n)),
         }
     }
