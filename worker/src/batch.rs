@@ -159,6 +159,9 @@ impl Rounds {
         // Intents first: their jobs confirm next. Each kind is one statement of its own, so
         // each locks its rows in one pass, in id order (see `statements.rs`).
         for kind in [intents, records] {
+            if kind.is_empty() {
+                continue;
+            }
             let kind = match write_together(&self.db, &self.owner, &kind).await {
                 Ok(changes) => {
                     for (a, c) in kind.into_iter().zip(changes) {
@@ -183,15 +186,13 @@ impl Rounds {
     }
 }
 
-/// The writes of one kind (intents or outcomes), for different payments, as one statement.
+/// The writes of one kind (intents or outcomes), for different payments, as one statement (one
+/// write alone is that statement over one row).
 async fn write_together(
     db: &PgPool,
     owner: &str,
     round: &[WriteAsk],
 ) -> Result<Vec<Option<Change>>, BatchError> {
-    if round.len() < 2 {
-        return Err("alone".to_owned());
-    }
     let mut conn = db.get().await.map_err(|e| format!("postgres: {e}"))?;
     let intents: Vec<_> = round
         .iter()
