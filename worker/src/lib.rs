@@ -15,6 +15,8 @@
 //! - [`merchant_webhooks`]: sends the event log to the merchant's endpoints, signed, at least
 //!   once.
 //! - [`retention`]: deletes finished jobs from Redis after `DONE_JOB_RETENTION_MS`.
+//! - [`statistics`]: analyzes the payments' tables as they grow, so no connection keeps plans
+//!   made for an empty table.
 //! - [`turn`]: which worker does a periodic task this interval (a Redis lock).
 
 pub mod batch;
@@ -26,6 +28,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod retention;
 pub mod startup;
+pub mod statistics;
 pub mod stripe;
 pub mod sweeper;
 pub mod turn;

@@ -144,6 +144,11 @@ impl Application {
             retention: w.done_retention,
         };
         let purger = tokio::spawn(purger.run(stop.clone()));
+        let statistics = tokio::spawn(crate::statistics::run(
+            ctx.db.clone(),
+            w.analyze_interval,
+            stop.clone(),
+        ));
         let webhooks =
             crate::merchant_webhooks::Sender::new(ctx.db.clone(), &settings.merchant_webhooks)
                 .map(|sender| tokio::spawn(sender.run(stop.clone())));
@@ -168,6 +173,7 @@ impl Application {
         let _ = sweeper.await;
         let _ = reconciler.await;
         let _ = purger.await;
+        let _ = statistics.await;
         if let Some(w) = webhooks {
             let _ = w.await;
         }

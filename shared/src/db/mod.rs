@@ -1,8 +1,10 @@
 //! Postgres: the async pool both services use ([`pool`]), one connection over TLS when the URL
-//! asks for it ([`connect`]), and the migrations embedded in both binaries ([`migrate`]).
+//! asks for it ([`connect`]), the migrations embedded in both binaries ([`migrate`]), and the
+//! planner's statistics kept up with the tables' growth ([`statistics`]).
 
 mod connect;
 mod migrate;
+pub mod statistics;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -139,6 +139,9 @@ pub struct WorkerSettings {
     pub done_retention: Duration,
     /// ...by one worker every `DONE_JOB_PURGE_INTERVAL_MS` (default 10 minutes; 0: never).
     pub done_purge_interval: Duration,
+    /// How often each worker analyzes the payments' tables that doubled since their statistics
+    /// (`WORKER_ANALYZE_INTERVAL_MS`, default 1 s; 0: never; `shared::db::statistics`).
+    pub analyze_interval: Duration,
     /// Where the worker serves `/metrics`; port 0 picks a free one, `off` disables it.
     pub metrics_addr: Option<SocketAddr>,
     /// Whether the worker's commits wait for their WAL flush (`WORKER_SYNCHRONOUS_COMMIT`,
@@ -345,6 +348,7 @@ impl Settings {
                 reconcile_window: v.millis("RECONCILE_WINDOW_MS", 3_600_000)?,
                 done_retention: v.millis("DONE_JOB_RETENTION_MS", 86_400_000)?,
                 done_purge_interval: v.millis("DONE_JOB_PURGE_INTERVAL_MS", 600_000)?,
+                analyze_interval: v.millis("WORKER_ANALYZE_INTERVAL_MS", 1_000)?,
                 synchronous_commit: match v.var("WORKER_SYNCHRONOUS_COMMIT").as_deref() {
                     None | Some("off") => false,
                     Some("on") => true,

@@ -243,3 +243,14 @@ fn the_bound_on_open_stripe_requests_is_read() {
             .contains("STRIPE_MAX_CONCURRENT_REQUESTS")
     );
 }
+
+#[test]
+fn how_often_the_worker_analyzes_grown_tables_is_read() {
+    let default = from(&[]).unwrap().worker.analyze_interval;
+    assert_eq!(default, Duration::from_secs(1));
+    let s = from(&[("WORKER_ANALYZE_INTERVAL_MS", "0")]).unwrap();
+    assert_eq!(s.worker.analyze_interval, Duration::ZERO);
+    assert!(
+        error(&[("WORKER_ANALYZE_INTERVAL_MS", "soon")]).contains("WORKER_ANALYZE_INTERVAL_MS")
+    );
+}
