@@ -74,10 +74,11 @@ impl Application {
 
 pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<AppState> {
     shared::metrics::handle();
-    // `DATABASE_POOL_SIZE` connections in all: half for the rounds of inserts, the rest for
-    // everything else (reads, sessions, webhooks, ops).
+    // `DATABASE_POOL_SIZE` connections in all: one for each round of inserts that may run at
+    // once (`API_INSERT_PARALLEL`, at most half), the rest for everything else (reads,
+    // sessions, webhooks, ops).
     let pool_size = settings.database_pool_size.unwrap_or(16);
-    let for_inserts = (pool_size / 2).max(1);
+    let for_inserts = (settings.http.insert_parallel as u32).clamp(1, (pool_size / 2).max(1));
     let db = shared::db::pool(&settings.database_url, (pool_size - for_inserts).max(1))?;
     let inserts = crate::inserts::Inserts::start(
         shared::db::pool_with_session(

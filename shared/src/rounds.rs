@@ -8,7 +8,10 @@
 //! round holds one ask and starts at once, costing what the single statement did; under load,
 //! while every place is taken, asks queue and the next rounds grow, and Postgres runs one
 //! statement and one commit where it ran dozens (a statement's fixed cost was most of what a
-//! payment cost Postgres: `bench/src/fixes.md`).
+//! payment cost Postgres: `bench/src/fixes.md`). Few places beat many: each place is one more
+//! statement Postgres runs beside the others on the same cores, of fewer rows each. The worker
+//! and the api run one round of each kind at a time by default (`WORKER_BATCH_PARALLEL`,
+//! `API_INSERT_PARALLEL`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -72,4 +75,92 @@ pub async fn ask<A, T>(
     answer
         .await
         .map_err(|_| "the round ended without an answer".to_owned())?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    type Ask = (u32, Reply<u32>);
+
+    /// Rounds whose every round records its size, then waits for the gate before answering
+    /// each ask with its own number.
+    fn gated(parallel: usize) -> (mpsc::Sender<Ask>, Arc<Mutex<Vec<usize>>>, Arc<Semaphore>) {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(Semaphore::new(0));
+        let (s, g) = (sizes.clone(), gate.clone());
+        let to = start(
+            "test_round_size",
+            "test",
+            64,
+            parallel,
+            move |asks: Vec<Ask>| {
+                s.lock().unwrap().push(asks.len());
+                let g = g.clone();
+                async move {
+                    let _open = g.acquire().await.unwrap();
+                    for (n, reply) in asks {
+                        let _ = reply.send(Ok(n));
+                    }
+                }
+            },
+        );
+        (to, sizes, gate)
+    }
+
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn ask_for(to: &mpsc::Sender<Ask>, n: u32) -> tokio::task::JoinHandle<Result<u32, String>> {
+        let to = to.clone();
+        tokio::spawn(async move { ask(&to, |reply| (n, reply)).await })
+    }
+
+    #[tokio::test]
+    async fn asks_that_come_while_every_place_is_taken_go_together_in_the_next_round() {
+        let (to, sizes, gate) = gated(1);
+        let first = ask_for(&to, 1);
+        until("the first round", || *sizes.lock().unwrap() == [1]).await;
+        let rest: Vec<_> = (2..=6).map(|n| ask_for(&to, n)).collect();
+        until("five asks queued", || {
+            to.capacity() == to.max_capacity() - 5
+        })
+        .await;
+        assert_eq!(
+            *sizes.lock().unwrap(),
+            [1],
+            "no second round while the place is taken"
+        );
+        gate.add_permits(100);
+        assert_eq!(first.await.unwrap(), Ok(1));
+        for (n, answer) in (2..=6).zip(rest) {
+            assert_eq!(answer.await.unwrap(), Ok(n), "each ask gets its own answer");
+        }
+        assert_eq!(*sizes.lock().unwrap(), [1, 5]);
+    }
+
+    #[tokio::test]
+    async fn with_a_free_place_an_ask_starts_a_round_at_once() {
+        let (to, sizes, gate) = gated(2);
+        let first = ask_for(&to, 1);
+        until("the first round", || *sizes.lock().unwrap() == [1]).await;
+        let second = ask_for(&to, 2);
+        until("a second round beside it", || {
+            *sizes.lock().unwrap() == [1, 1]
+        })
+        .await;
+        gate.add_permits(100);
+        assert_eq!(first.await.unwrap(), Ok(1));
+        assert_eq!(second.await.unwrap(), Ok(2));
+    }
 }

@@ -65,14 +65,15 @@ impl Application {
         let queue = ChargeQueue::new(conn.clone(), &settings.queue_namespace);
         let owner = worker_name();
         let ctx = Arc::new(ChargeContext {
-            // Half the pool for rounds of claims, half for rounds of writes (a round holds one
-            // connection); lease renewals wait for a connection like any other.
+            // `WORKER_BATCH_PARALLEL` rounds of claims and as many of writes at once, each
+            // holding one connection; the rest of the pool serves lease renewals, the sweeper
+            // and the reconciler (`shared::rounds`: fewer rounds at once, larger rounds).
             batches: crate::batch::Batches::start(
                 db.clone(),
                 owner.clone(),
                 w.lease,
                 w.batch_max,
-                (pool_size as usize / 2).max(1),
+                w.batch_parallel.min((pool_size as usize / 2).max(1)),
             ),
             db: db.clone(),
             queue: queue.clone(),

@@ -70,6 +70,10 @@ pub struct HttpSettings {
     /// The most new payments one insert sends (`API_INSERT_BATCH_MAX`, 64; 1: each alone): the
     /// payments POSTed at the same moment are inserted together (`api/src/inserts.rs`).
     pub insert_batch_max: usize,
+    /// The most inserts of new payments one api process has running at once
+    /// (`API_INSERT_PARALLEL`, default 1): POSTs that arrive meanwhile wait and go in the next
+    /// one, together (`shared::rounds`).
+    pub insert_parallel: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -150,6 +154,10 @@ pub struct WorkerSettings {
     /// The most claims, and the most writes, one group commit sends (`WORKER_BATCH_MAX`,
     /// default 128; 1 sends each alone, as before group commit).
     pub batch_max: usize,
+    /// The most group commits of each kind (claims; writes) one worker has running at once
+    /// (`WORKER_BATCH_PARALLEL`, default 1): the asks that come meanwhile wait and go in the
+    /// next one, together (`shared::rounds`).
+    pub batch_parallel: usize,
 }
 
 impl WorkerSettings {
@@ -193,6 +201,14 @@ impl Vars<'_> {
                 .parse()
                 .map(Some)
                 .map_err(|_| SettingsError(format!("{name}=`{v}` is not a valid value"))),
+        }
+    }
+
+    /// A count that must be at least 1.
+    fn count(&self, name: &str, default: usize) -> Result<usize, SettingsError> {
+        match self.parsed(name, default)? {
+            0 => Err(SettingsError(format!("{name} must be at least 1"))),
+            n => Ok(n),
         }
     }
 
@@ -358,10 +374,8 @@ impl Settings {
                         )));
                     }
                 },
-                batch_max: match v.parsed("WORKER_BATCH_MAX", 128)? {
-                    0 => return Err(SettingsError("WORKER_BATCH_MAX must be at least 1".into())),
-                    n => n,
-                },
+                batch_max: v.count("WORKER_BATCH_MAX", 128)?,
+                batch_parallel: v.count("WORKER_BATCH_PARALLEL", 1)?,
                 metrics_addr: match v.var("WORKER_METRICS_ADDR").as_deref() {
                     Some("off") => None,
                     None => Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
@@ -412,14 +426,8 @@ impl Settings {
                         }
                     })
                     .transpose()?,
-                insert_batch_max: match v.parsed("API_INSERT_BATCH_MAX", 64)? {
-                    0 => {
-                        return Err(SettingsError(
-                            "API_INSERT_BATCH_MAX must be at least 1".into(),
-                        ));
-                    }
-                    n => n,
-                },
+                insert_batch_max: v.count("API_INSERT_BATCH_MAX", 64)?,
+                insert_parallel: v.count("API_INSERT_PARALLEL", 1)?,
             },
             merchant_webhooks: webhooks::read(&v)?,
         };

@@ -200,17 +200,24 @@ fn secrets_and_urls_can_be_read_from_files() {
 fn the_workers_group_commit_and_commit_durability_are_read() {
     let s = from(&[]).unwrap();
     assert_eq!(s.worker.batch_max, 128);
+    assert_eq!(s.worker.batch_parallel, 1);
     assert!(!s.worker.synchronous_commit);
     let s = from(&[
         ("WORKER_BATCH_MAX", "1"),
+        ("WORKER_BATCH_PARALLEL", "4"),
         ("WORKER_SYNCHRONOUS_COMMIT", "on"),
     ])
     .unwrap();
     assert_eq!(s.worker.batch_max, 1);
+    assert_eq!(s.worker.batch_parallel, 4);
     assert!(s.worker.synchronous_commit);
     assert_eq!(
         error(&[("WORKER_BATCH_MAX", "0")]),
         "WORKER_BATCH_MAX must be at least 1"
+    );
+    assert_eq!(
+        error(&[("WORKER_BATCH_PARALLEL", "0")]),
+        "WORKER_BATCH_PARALLEL must be at least 1"
     );
     assert_eq!(
         error(&[("WORKER_SYNCHRONOUS_COMMIT", "yes")]),
@@ -220,12 +227,23 @@ fn the_workers_group_commit_and_commit_durability_are_read() {
 
 #[test]
 fn the_apis_group_insert_is_read() {
-    assert_eq!(from(&[]).unwrap().http.insert_batch_max, 64);
-    let s = from(&[("API_INSERT_BATCH_MAX", "1")]).unwrap();
+    let s = from(&[]).unwrap();
+    assert_eq!(s.http.insert_batch_max, 64);
+    assert_eq!(s.http.insert_parallel, 1);
+    let s = from(&[("API_INSERT_BATCH_MAX", "1"), ("API_INSERT_PARALLEL", "3")]).unwrap();
     assert_eq!(s.http.insert_batch_max, 1);
+    assert_eq!(s.http.insert_parallel, 3);
     assert_eq!(
         error(&[("API_INSERT_BATCH_MAX", "0")]),
         "API_INSERT_BATCH_MAX must be at least 1"
+    );
+    assert_eq!(
+        error(&[("API_INSERT_PARALLEL", "0")]),
+        "API_INSERT_PARALLEL must be at least 1"
+    );
+    assert_eq!(
+        error(&[("API_INSERT_PARALLEL", "many")]),
+        "API_INSERT_PARALLEL=`many` is not a valid value"
     );
 }
 
