@@ -17,15 +17,6 @@ use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 
-/// What each of the inserts' own connections runs when opened. The insert of a round takes its
-/// rows from array parameters, and Postgres estimates the rows of `unnest($1)` from the array
-/// when it plans for the values (2 in a round of two) but as 100 in the plan it would keep: so
-/// its plan cache judged every plan for the values cheaper, and planned the insert again on
-/// every call, 0.52 ms each, more than the insert itself (pg_stat_statements during the bench's
-/// burst: 7,804 plans for 7,804 calls). The insert is the only statement on these connections,
-/// and its kept plan is the right one for every round.
-pub const SESSION: &str = "SET plan_cache_mode = force_generic_plan";
-
 struct InsertAsk {
     new: NewTransaction,
     reply: Reply<Result<Inserted, ApiError>>,
@@ -39,7 +30,7 @@ pub struct Inserts {
 
 impl Inserts {
     /// Rounds of at most `max` inserts, at most `parallel` at once (each holds one of `db`'s
-    /// connections while it runs). `db`'s connections run [`SESSION`] when opened.
+    /// connections while it runs). `db`'s connections run [`rounds::SESSION`] when opened.
     pub fn start(db: PgPool, max: usize, parallel: usize) -> Self {
         let asks = rounds::start(
             "payments_api_insert_batch_size",

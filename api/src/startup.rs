@@ -85,7 +85,7 @@ pub fn build_state(settings: Settings, shutdown: Shutdown) -> anyhow::Result<App
             &settings.database_url,
             for_inserts,
             std::time::Duration::from_secs(3),
-            Some(crate::inserts::SESSION),
+            &[shared::rounds::SESSION],
         )?,
         settings.http.insert_batch_max,
         for_inserts as usize,

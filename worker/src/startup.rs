@@ -55,25 +55,39 @@ impl Application {
         // The worker's commits need not wait for their WAL flush: everything it writes it can
         // learn again from Stripe, but an intent's id (docs/reliability.md, "the worker's
         // writes need not wait for the disk").
-        let session = (!w.synchronous_commit).then_some("SET synchronous_commit = off");
+        const ASYNC_COMMIT: &str = "SET synchronous_commit = off";
+        let (session, rounds_session): (&[&str], &[&str]) = if w.synchronous_commit {
+            (&[], &[shared::rounds::SESSION])
+        } else {
+            (&[ASYNC_COMMIT], &[ASYNC_COMMIT, shared::rounds::SESSION])
+        };
+        // `WORKER_BATCH_PARALLEL` rounds of claims and as many of writes at once, each holding
+        // one connection of their own (at most half the pool); the rest of the pool serves lease
+        // renewals, the sweeper, the reconciler and the webhooks (`shared::rounds`: fewer rounds
+        // at once, larger rounds).
+        let parallel = w.batch_parallel.min((pool_size as usize / 4).max(1));
+        let for_rounds = 2 * parallel as u32;
         let db = shared::db::pool_with_session(
             &settings.database_url,
-            pool_size,
+            pool_size.saturating_sub(for_rounds).max(1),
             Duration::from_secs(10),
             session,
+        )?;
+        let rounds_db = shared::db::pool_with_session(
+            &settings.database_url,
+            for_rounds,
+            Duration::from_secs(10),
+            rounds_session,
         )?;
         let queue = ChargeQueue::new(conn.clone(), &settings.queue_namespace);
         let owner = worker_name();
         let ctx = Arc::new(ChargeContext {
-            // `WORKER_BATCH_PARALLEL` rounds of claims and as many of writes at once, each
-            // holding one connection; the rest of the pool serves lease renewals, the sweeper
-            // and the reconciler (`shared::rounds`: fewer rounds at once, larger rounds).
             batches: crate::batch::Batches::start(
-                db.clone(),
+                rounds_db,
                 owner.clone(),
                 w.lease,
                 w.batch_max,
-                w.batch_parallel.min((pool_size as usize / 2).max(1)),
+                parallel,
             ),
             db: db.clone(),
             queue: queue.clone(),

@@ -54,16 +54,16 @@ pub fn pool_with_timeout(
     max_size: u32,
     checkout_timeout: Duration,
 ) -> Result<PgPool, ConnectError> {
-    pool_with_session(database_url, max_size, checkout_timeout, None)
+    pool_with_session(database_url, max_size, checkout_timeout, &[])
 }
 
-/// [`pool_with_timeout`] whose connections each run `session` (SQL, e.g. a `SET`) once, when
-/// opened.
+/// [`pool_with_timeout`] whose connections each run the statements of `session` (SQL, e.g. a
+/// `SET`) once, in order, when opened.
 pub fn pool_with_session(
     database_url: &str,
     max_size: u32,
     checkout_timeout: Duration,
-    session: Option<&'static str>,
+    session: &'static [&'static str],
 ) -> Result<PgPool, ConnectError> {
     let target = Target::parse(database_url)?;
     let mut config = ManagerConfig::default();
@@ -75,7 +75,7 @@ pub fn pool_with_session(
                 .connect()
                 .await
                 .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
-            if let Some(sql) = session {
+            for sql in session {
                 diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, sql)
                     .await
                     .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
