@@ -11,6 +11,10 @@ use crate::markdown::{header, row};
 use crate::probe::CpuSplit;
 use crate::stats::ms;
 
+/// The Stripe calls a charge makes in turn when nothing goes wrong: create the intent, then
+/// confirm it.
+const STRIPE_CALLS_PER_CHARGE: f64 = 2.0;
+
 fn find(
     r: &Results,
     lat: u64,
@@ -279,10 +283,35 @@ pub fn section(out: &mut String, m: &Machine, r: &Results) {
                 }
             );
         }
+        // Stripe's side: a payment makes its calls in turn (create, then confirm), and a worker
+        // keeps at most `STRIPE_MAX_CONCURRENT_REQUESTS` of them open at once.
+        let latency = cfg.sim_latency_ms as f64 / 1000.0;
+        let open = std::env::var("STRIPE_MAX_CONCURRENT_REQUESTS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(shared::settings::DEFAULT_MAX_CONCURRENT_REQUESTS);
+        let by_calls = cfg.slots() as f64 / (STRIPE_CALLS_PER_CHARGE * latency);
+        let by_open = open as f64 / (STRIPE_CALLS_PER_CHARGE * latency);
+        let stopped_by_open = by_open < 0.8 * bound && t.per_sec() >= 0.9 * by_open;
         let _ = write!(
             why,
-            "Charges in flight on average ≈ {:.0} (throughput × 0.25 s); stripe-sim saw {} connections. {}",
-            t.per_sec() * 0.25,
+            "Stripe's side: each payment makes {STRIPE_CALLS_PER_CHARGE:.0} calls in turn (create, confirm) of {:.0} ms, so {} in flight complete at most {by_calls:.0}/s; and the worker keeps at most {open} requests open toward Stripe (`STRIPE_MAX_CONCURRENT_REQUESTS`: its memory, and Stripe's own limit on concurrent requests), so at most {by_open:.0} payments/s{}. ",
+            latency * 1000.0,
+            cfg.slots(),
+            if stopped_by_open {
+                format!(
+                    ": the run completed {:.0} % of that",
+                    100.0 * t.per_sec() / by_open
+                )
+            } else {
+                String::new()
+            }
+        );
+        let _ = write!(
+            why,
+            "Stripe requests open on average ≈ {:.0} (throughput × {STRIPE_CALLS_PER_CHARGE:.0} × {:.0} ms); stripe-sim saw {} connections. {}",
+            t.per_sec() * STRIPE_CALLS_PER_CHARGE * latency,
+            latency * 1000.0,
             t.sim_connections,
             bound_by(&t.cpu, m.cores)
         );
@@ -300,6 +329,8 @@ pub fn section(out: &mut String, m: &Machine, r: &Results) {
                     yes_no(true)
                 } else if stopped_by_cpu {
                     "by its alternative: what stops it is shown (CPU)".into()
+                } else if stopped_by_open {
+                    "by its alternative: what stops it is shown (open Stripe requests)".into()
                 } else {
                     yes_no(false)
                 },

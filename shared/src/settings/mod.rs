@@ -76,6 +76,10 @@ pub struct HttpSettings {
     pub insert_parallel: usize,
 }
 
+/// `STRIPE_MAX_CONCURRENT_REQUESTS` when unset: the most requests one worker keeps open toward
+/// Stripe at once.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
+
 #[derive(Clone, Debug)]
 pub struct StripeSettings {
     pub secret_key: Option<Secret>,
@@ -330,14 +334,10 @@ impl Settings {
                 publishable_key: v.var("STRIPE_PUBLISHABLE_KEY"),
                 sim_public_url: v.var("STRIPE_SIM_PUBLIC_URL"),
                 rate_limit: v.parsed("STRIPE_RATE_LIMIT", 25)?,
-                max_concurrent_requests: match v.parsed("STRIPE_MAX_CONCURRENT_REQUESTS", 512)? {
-                    0 => {
-                        return Err(SettingsError(
-                            "STRIPE_MAX_CONCURRENT_REQUESTS must be at least 1".into(),
-                        ));
-                    }
-                    n => n,
-                },
+                max_concurrent_requests: v.count(
+                    "STRIPE_MAX_CONCURRENT_REQUESTS",
+                    DEFAULT_MAX_CONCURRENT_REQUESTS,
+                )?,
                 breaker_threshold: v.parsed("STRIPE_BREAKER_THRESHOLD", 5)?,
                 breaker_cooldown: v.millis("STRIPE_BREAKER_COOLDOWN_MS", 5_000)?,
                 webhook_secret: v.var("STRIPE_WEBHOOK_SECRET").map(Secret::new),
