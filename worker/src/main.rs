@@ -35,10 +35,17 @@ async fn main() -> ExitCode {
     if let Some(Command::Healthcheck) = cli.command {
         return healthcheck().await;
     }
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    // On a worker thread of the runtime, not the main thread `main` blocks on: apalis polls the
+    // jobs inside the consumer's own future, and every Stripe, Postgres and Redis answer they
+    // wait for comes in on a worker thread, which would otherwise wake the main thread for it.
+    match tokio::spawn(run()).await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("Error: the worker's task ended: {e}");
             ExitCode::FAILURE
         }
     }
